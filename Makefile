@@ -1,0 +1,37 @@
+# The README's two commands are `make demo` and `make test`; both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SETUP_STAMP := $(VENV)/.setup-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+
+.PHONY: setup test demo serve quality bench clean
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[client,train,export,bench,dev]"
+	# Only the tritonserver binary and its Python backend are used; its own Python deps
+	# (numpy<2, pyzmq, ...) are not needed to start the binary.
+	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0
+	rm -f $(VENV)/.setup-*
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m export demo
+
+serve: setup
+	$(PY) -m export serve
+
+quality: setup
+	$(PY) -m training quality
+
+bench: setup
+	$(PY) -m benchmarks perf --suite cpu
+
+clean:
+	rm -rf artifacts reports/*.png benchmarks/results

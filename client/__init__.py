@@ -1,0 +1,1 @@
+"""Typed tritonclient wrapper for the audio_search service."""

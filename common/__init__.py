@@ -1,0 +1,1 @@
+"""Small pieces shared by every CLI package: subcommand dispatch and YAML-backed dataclass configs."""

@@ -1,0 +1,1 @@
+"""Export side: ONNX and TensorRT exports, the catalog index, generated Triton configs and the embedded server."""

@@ -1,0 +1,1 @@
+"""Training side: generated audio, the MOSS encoder, tokens, splits, views, the TokenEmbedder and its evaluation."""

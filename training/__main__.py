@@ -1,0 +1,17 @@
+import sys
+
+from common.cli import Command, dispatch
+
+COMMANDS = {
+    "synth": Command("training.synth", "write a deterministic, music-like generated audio catalog"),
+    "moss-info": Command("training.moss_info", "print the MOSS encoder's parameter count and frame rate"),
+    "tokenize": Command("training.tokenize", "audio files -> MOSS RVQ codes, one .npz per track or chunk"),
+    "splits": Command("training.splits", "train/val/test splits by track id"),
+    "views": Command("training.views", "tokenize K audio-augmented views per training track"),
+    "train": Command("training.train", "train the TokenEmbedder with NT-Xent"),
+    "evaluate": Command("training.evaluate", "Recall@K / MRR of a checkpoint on a split"),
+    "quality": Command("training.quality", "synth -> tokenize -> splits -> views -> train -> evaluate on generated audio"),
+}
+
+if __name__ == "__main__":
+    sys.exit(dispatch("python -m training", __doc__ or "CloudTune training tools", COMMANDS))
