@@ -1,0 +1,195 @@
+"""`python -m training train`: contrastive training of the TokenEmbedder on augmented views."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from common.yaml_config import load_yaml, to_dict
+from training.dataset import CropConfig, ViewPairDataset, catalog_windows, collate_pairs, load_views
+from training.embedder import EmbedderConfig, TokenEmbedder
+from training.losses import nt_xent
+from training.metrics import ranks_of_targets, recall_at_k
+from training.retrieval import embed_sequences, rank_tracks_exact, torch_embed_fn
+from training.splits import read_split
+
+
+@dataclass
+class DataConfig:
+    views_root: str = "artifacts/views"
+    splits_root: str = "artifacts/splits"
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "artifacts/checkpoints"
+    seed: int = 42
+    temperature: float = 0.07
+    learn_temperature: bool = True
+    code_dropout: float = 0.1
+    val_query_frames: int = 62  # 5-second queries, the product's typical snippet
+    data: DataConfig = field(default_factory=DataConfig)
+    model: EmbedderConfig = field(default_factory=EmbedderConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def validation_recall_at_1(model: TokenEmbedder, views_root: Path, track_ids: list[str], cfg: TrainConfig, device: torch.device) -> float:
+    """Catalog: clean windows of the val tracks; queries: fixed-seed crops of their augmented views."""
+    rng = np.random.default_rng(cfg.seed)
+    segments, segment_track, queries, targets = [], [], [], []
+    hop = cfg.crop.window_frames // 2
+    for index, track_id in enumerate(track_ids):
+        views = load_views(views_root, track_id)
+        for window in catalog_windows(views[0], cfg.crop.window_frames, hop):
+            segments.append(window)
+            segment_track.append(index)
+        view = views[int(rng.integers(1, views.shape[0]))]
+        length = min(cfg.val_query_frames, view.shape[1])
+        start = int(rng.integers(0, view.shape[1] - length + 1))
+        queries.append(view[:, start : start + length])
+        targets.append(index)
+    model.eval()
+    embed = torch_embed_fn(model, device)
+    order, _ = rank_tracks_exact(embed_sequences(embed, queries), embed_sequences(embed, segments), np.array(segment_track), len(track_ids))
+    ranks = ranks_of_targets([list(row) for row in order], targets)
+    return recall_at_k(ranks, 1)
+
+
+def save_checkpoint(path: Path, model: TokenEmbedder, cfg: TrainConfig, epoch: int, extra: dict) -> None:
+    torch.save({"model": model.state_dict(), "model_config": to_dict(cfg.model), "train_config": to_dict(cfg), "epoch": epoch, **extra}, path)
+
+
+def load_embedder(checkpoint: str | Path, device: torch.device | str = "cpu") -> TokenEmbedder:
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    model = TokenEmbedder(EmbedderConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax_loss = plt.subplots(figsize=(7, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], color="tab:blue", label="train NT-Xent loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss", color="tab:blue")
+    ax_recall = ax_loss.twinx()
+    ax_recall.plot(epochs, [h["val_recall@1"] for h in history], color="tab:orange", label="val recall@1 (5 s, augmented)")
+    ax_recall.set_ylabel("val recall@1", color="tab:orange")
+    ax_recall.set_ylim(0, 1)
+    fig.legend(loc="lower center", ncol=2, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) -> dict:
+    seed_everything(cfg.seed)
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    views_root = Path(cfg.data.views_root)
+    train_ids = read_split(Path(cfg.data.splits_root) / "train.txt")
+    val_ids = read_split(Path(cfg.data.splits_root) / "val.txt")
+    dataset = ViewPairDataset(views_root, train_ids, cfg.crop, cfg.seed)
+    # drop_last keeps every batch's negatives count equal; a final tiny batch would make the loss noisy.
+    loader = DataLoader(dataset, batch_size=min(cfg.optim.batch_size, len(dataset)), shuffle=True, collate_fn=collate_pairs, drop_last=True)
+    model = TokenEmbedder(cfg.model).to(device)
+    log_temperature = torch.nn.Parameter(torch.tensor(math.log(cfg.temperature), device=device), requires_grad=cfg.learn_temperature)
+    optimizer = torch.optim.AdamW([{"params": model.parameters()}, {"params": [log_temperature], "weight_decay": 0.0}], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    total_steps = cfg.optim.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, total_steps))
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict] = []
+    start_epoch, best = 1, -1.0
+    if resume is not None:
+        state = torch.load(resume, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        log_temperature.data.fill_(state["log_temperature"])
+        history, best, start_epoch = state["history"], state["best_val_recall@1"], state["epoch"] + 1
+    for epoch in range(start_epoch, cfg.optim.epochs + 1):
+        model.train()
+        losses = []
+        for anchor, anchor_mask, positive, positive_mask in tqdm(loader, desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False):
+            anchor, anchor_mask = anchor.to(device), anchor_mask.to(device)
+            positive, positive_mask = positive.to(device), positive_mask.to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                z1 = model(anchor, anchor_mask, cfg.code_dropout)
+                z2 = model(positive, positive_mask, cfg.code_dropout)
+                loss = nt_xent(z1.float(), z2.float(), log_temperature.exp())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        val_recall = validation_recall_at_1(model, views_root, val_ids, cfg, device) if val_ids else float("nan")
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_recall@1": val_recall, "temperature": float(log_temperature.exp()), "lr": scheduler.get_last_lr()[0]}
+        history.append(record)
+        print(json.dumps(record), flush=True)
+        extra = {"history": history, "best_val_recall@1": max(best, val_recall)}
+        if val_recall > best:
+            best = val_recall
+            save_checkpoint(out_dir / "best.pt", model, cfg, epoch, extra)
+        save_checkpoint(out_dir / "last.pt", model, cfg, epoch, {**extra, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "log_temperature": float(log_temperature)})
+        (out_dir / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+        plot_history(history, out_dir / "history.png")
+    return {"best_val_recall@1": best, "epochs": len(history), "output_dir": str(out_dir)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path("configs/train.yaml"))
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--resume", type=Path, default=None, help="a last.pt to continue from")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_yaml(TrainConfig, args.config)
+    print(json.dumps(train(cfg, resolve_device(args.device), args.resume)))
+    return 0
