@@ -14,9 +14,15 @@ import torch
 from torch.utils.data import Dataset
 
 
+# Catalog segments: 10-s windows (12.5 frames/s) with 50 % overlap, so any query up to 5 s
+# lies wholly inside one segment. Shared by training, evaluation and the served index.
+WINDOW_FRAMES = 125
+HOP_FRAMES = 62
+
+
 @dataclass
 class CropConfig:
-    window_frames: int = 125  # catalog window: 10 s at 12.5 frames/s
+    window_frames: int = WINDOW_FRAMES
     min_crop_frames: int = 12  # shortest query, about 1 s
     max_crop_frames: int = 125
 

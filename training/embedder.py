@@ -44,7 +44,7 @@ class _SelfAttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4).unbind(0)
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias)
         x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(b, t, d)))
         return x + self.dropout(self.ff(self.norm2(x)))
@@ -66,10 +66,8 @@ class TokenEmbedder(nn.Module):
 
     def forward(self, codes: torch.Tensor, mask: torch.Tensor, code_dropout: float = 0.0) -> torch.Tensor:
         """codes int [B, Q>=n_levels, T]; mask bool [B, T] (True = valid frame); every row needs one valid frame."""
-        if codes.dim() != 3 or mask.dim() != 2 or codes.shape[0] != mask.shape[0] or codes.shape[2] != mask.shape[1]:
-            raise ValueError(f"expected codes [B, Q, T] and mask [B, T], got {tuple(codes.shape)} and {tuple(mask.shape)}")
-        if codes.shape[1] < self.cfg.n_levels:
-            raise ValueError(f"embedder uses {self.cfg.n_levels} RVQ levels, codes have only {codes.shape[1]}")
+        if not torch.jit.is_tracing():  # shape checks would be baked into an exported graph as constants
+            self._check_shapes(codes, mask)
         levels = codes[:, : self.cfg.n_levels].clamp(0, self.cfg.codebook_size - 1)
         ids = levels.transpose(1, 2) + self.level_offsets  # [B, T, L]
         per_level = self.code_embedding(ids)
@@ -88,6 +86,13 @@ class TokenEmbedder(nn.Module):
         scores = self.pool_score(x).squeeze(-1).masked_fill(~mask, -1e4)
         attn = (torch.softmax(scores, dim=1).unsqueeze(-1) * x).sum(dim=1)
         return F.normalize(self.head(torch.cat([mean, attn], dim=-1)), dim=-1)
+
+
+    def _check_shapes(self, codes: torch.Tensor, mask: torch.Tensor) -> None:
+        if codes.dim() != 3 or mask.dim() != 2 or codes.shape[0] != mask.shape[0] or codes.shape[2] != mask.shape[1]:
+            raise ValueError(f"expected codes [B, Q, T] and mask [B, T], got {tuple(codes.shape)} and {tuple(mask.shape)}")
+        if codes.shape[1] < self.cfg.n_levels:
+            raise ValueError(f"embedder uses {self.cfg.n_levels} RVQ levels, codes have only {codes.shape[1]}")
 
 
 def frame_mask(frame_counts: torch.Tensor, n_frames: int) -> torch.Tensor:

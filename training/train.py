@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common.yaml_config import load_yaml, to_dict
-from training.dataset import CropConfig, ViewPairDataset, catalog_windows, collate_pairs, load_views
+from training.dataset import HOP_FRAMES, CropConfig, ViewPairDataset, catalog_windows, collate_pairs, load_views
 from training.embedder import EmbedderConfig, TokenEmbedder
 from training.losses import nt_xent
 from training.metrics import ranks_of_targets, recall_at_k
@@ -75,10 +75,9 @@ def validation_recall_at_1(model: TokenEmbedder, views_root: Path, track_ids: li
     """Catalog: clean windows of the val tracks; queries: fixed-seed crops of their augmented views."""
     rng = np.random.default_rng(cfg.seed)
     segments, segment_track, queries, targets = [], [], [], []
-    hop = cfg.crop.window_frames // 2
     for index, track_id in enumerate(track_ids):
         views = load_views(views_root, track_id)
-        for window in catalog_windows(views[0], cfg.crop.window_frames, hop):
+        for window in catalog_windows(views[0], cfg.crop.window_frames, HOP_FRAMES):
             segments.append(window)
             segment_track.append(index)
         view = views[int(rng.integers(1, views.shape[0]))]
@@ -170,7 +169,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
             scheduler.step()
             losses.append(float(loss.detach()))
         val_recall = validation_recall_at_1(model, views_root, val_ids, cfg, device) if val_ids else float("nan")
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_recall@1": val_recall, "temperature": float(log_temperature.exp()), "lr": scheduler.get_last_lr()[0]}
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_recall@1": val_recall, "temperature": float(log_temperature.detach().exp()), "lr": scheduler.get_last_lr()[0]}
         history.append(record)
         print(json.dumps(record), flush=True)
         extra = {"history": history, "best_val_recall@1": max(best, val_recall)}

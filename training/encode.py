@@ -1,0 +1,43 @@
+"""Running the MOSS encoder over many clips of different lengths, batched."""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+HOP = 1920
+
+
+def encode_batch(encoder: torch.nn.Module, clips: list[np.ndarray], n_quantizers: int, device: torch.device | str = "cpu") -> list[np.ndarray]:
+    """Right-pad clips into one batch; each result is that clip's codes [Q, valid frames]."""
+    lengths = torch.tensor([len(c) for c in clips], dtype=torch.long)
+    batch = torch.zeros(len(clips), 1, int(lengths.max()), dtype=torch.float32)
+    for i, clip in enumerate(clips):
+        batch[i, 0, : len(clip)] = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
+    with torch.inference_mode():
+        codes, counts = encoder(batch.to(device), lengths.to(device), n_quantizers=n_quantizers)
+    codes, counts = codes.cpu().numpy(), counts.cpu().numpy()
+    return [codes[i, :, : counts[i]] for i in range(len(clips))]
+
+
+def encode_clips(encoder: torch.nn.Module, clips: list[np.ndarray], n_quantizers: int, batch_size: int = 16, device: torch.device | str = "cpu") -> list[np.ndarray]:
+    """Like encode_batch over any number of clips; batches group similar lengths to waste little on padding."""
+    order = np.argsort([len(c) for c in clips], kind="stable")
+    out: list[np.ndarray] = [np.empty(0)] * len(clips)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        for i, codes in zip(index, encode_batch(encoder, [clips[j] for j in index], n_quantizers, device)):
+            out[i] = codes
+    return out
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
