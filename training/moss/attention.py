@@ -1,0 +1,46 @@
+"""Rotary embedding and the sliding-window causal attention of the MOSS transformers.
+
+Every attention call of the encoder goes through one ``AttentionFn`` (see
+``MossEncoder.set_attention``), so a fused GPU kernel can replace the default
+without touching the layers: it gets q, k, v as ``[B, H, N, D]`` (RoPE already
+applied) and the window ``context``; query ``p`` may see key ``r`` iff ``0 <= p - r < context``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+AttentionFn = Callable[[Tensor, Tensor, Tensor, int], Tensor]
+
+
+def sliding_window_mask(n: int, context: int, device: torch.device) -> Tensor:
+    """Boolean ``[N, N]`` mask, True where query p may attend key r (0 <= p - r < context)."""
+    positions = torch.arange(n, device=device)
+    delta = positions[:, None] - positions[None, :]
+    return (delta >= 0) & (delta < context)
+
+
+def windowed_causal_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> Tensor:
+    """Default backend: SDPA with an explicit boolean mask (exports to plain ONNX ops with dynamic N)."""
+    mask = sliding_window_mask(q.shape[-2], context, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def apply_rope(x: Tensor, max_period: float) -> Tensor:
+    """Interleaved rotary embedding on ``[B, H, N, D]``: dims (2i, 2i+1) rotate by t * max_period^(-2i/D).
+
+    Angles and the rotation are computed in float32 whatever the input dtype, as in the
+    reference, because position * frequency loses precision in half precision.
+    """
+    n, d = x.shape[-2], x.shape[-1]
+    freqs = torch.exp(torch.arange(d // 2, device=x.device, dtype=torch.float32) * (-2.0 * math.log(max_period) / d))
+    angles = torch.arange(n, device=x.device, dtype=torch.float32)[:, None] * freqs[None, :]
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    pairs = x.float().reshape(*x.shape[:-1], d // 2, 2)
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    return rotated.reshape(x.shape).to(x.dtype)
