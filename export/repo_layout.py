@@ -1,0 +1,92 @@
+"""Put exported artifacts into a model repository, or lay out a complete runnable one elsewhere.
+
+Version folders of model_repository/ hold generated artifacts (git-ignored): moss_encoder/1/model.onnx,
+token_embedder/1/model.onnx with embedder.json (the sha256 faiss_topk checks the catalog against) and
+faiss_topk/1/index/ (the catalog folder of export/catalog_index.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from export.catalog_index import sha256_file
+from export.repo_configs import DEFAULT_REPOSITORY, load_serving_config
+
+EMBEDDER_MANIFEST = Path("token_embedder", "1", "embedder.json")
+ARTIFACTS = ("*.onnx", "*.onnx.data", "*.plan", "embedder.json", "index", "__pycache__")
+
+
+def onnx_files(model_path: Path) -> list[Path]:
+    """The model file and the external-data files it references (large models keep weights outside)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [model_path, *(model_path.parent / location for location in sorted(locations))]
+
+
+def embedder_manifest(onnx_path: Path) -> dict[str, Any]:
+    output = onnx.load(str(onnx_path), load_external_data=False).graph.output[0]
+    dim = output.type.tensor_type.shape.dim[-1]
+    if not dim.HasField("dim_value"):
+        raise ValueError(f"{onnx_path}: the last dimension of {output.name} must be static (the embedding dim)")
+    return {"onnx_sha256": sha256_file(onnx_path), "dim": dim.dim_value}
+
+
+def _install_onnx(source: Path, version_dir: Path) -> None:
+    version_dir.mkdir(parents=True, exist_ok=True)
+    for path in onnx_files(source):
+        shutil.copy2(path, version_dir / ("model.onnx" if path == source else path.name))
+
+
+def publish_artifacts(
+    repository: Path,
+    *,
+    moss_onnx: Path | None = None,
+    embedder_onnx: Path | None = None,
+    catalog_dir: Path | None = None,
+) -> None:
+    """Copy the given artifacts into ``repository``'s version folders (version 1)."""
+    if moss_onnx is not None:
+        _install_onnx(moss_onnx, repository / "moss_encoder" / "1")
+    if embedder_onnx is not None:
+        _install_onnx(embedder_onnx, repository / "token_embedder" / "1")
+        (repository / EMBEDDER_MANIFEST).write_text(json.dumps(embedder_manifest(embedder_onnx), indent=1), encoding="utf-8")
+    if catalog_dir is not None:
+        target = repository / "faiss_topk" / "1" / "index"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(catalog_dir, target)
+
+
+def lay_out_repository(
+    root: Path,
+    *,
+    moss_onnx: Path,
+    embedder_onnx: Path,
+    catalog_dir: Path,
+    source: Path = DEFAULT_REPOSITORY,
+) -> Path:
+    """A runnable copy of ``source`` (configs + model code) under ``root`` with the given artifacts.
+
+    Links the running environment where the embedded configs' EXECUTION_ENV_PATH points, so the
+    backend stubs find this interpreter's packages. Returns the repository path.
+    """
+    repository = root / "model_repository"
+    for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
+        shutil.copytree(model_dir, repository / model_dir.name, ignore=shutil.ignore_patterns(*ARTIFACTS))
+    publish_artifacts(repository, moss_onnx=moss_onnx, embedder_onnx=embedder_onnx, catalog_dir=catalog_dir)
+    pattern = load_serving_config().embedded.execution_env
+    environment = Path(os.path.normpath(pattern.replace("$$TRITON_MODEL_DIRECTORY", str(repository / "any_model"))))
+    if not environment.exists():
+        environment.symlink_to(sys.prefix, target_is_directory=True)
+    return repository

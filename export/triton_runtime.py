@@ -1,0 +1,286 @@
+"""Run the real tritonserver from the nvidia-pytriton wheel as a child process (CPU, no Docker).
+
+The wheel ships the server binary, the Python backend and one backend stub per Python version.
+Only the Python backend exists there, so ONNX models are served by our Python-based backend
+`onnx_cpu` (export/triton_backends/onnx_cpu/model.py), assembled next to it.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BACKEND_DIR = REPO_ROOT / ".triton" / "backends"
+OWN_BACKENDS = Path(__file__).resolve().parent / "triton_backends"
+# The embedded server is CPU-only and must start where no GPU driver exists.
+BASE_ARGS = (
+    "--allow-gpu-metrics=false",
+    "--pinned-memory-pool-byte-size=0",
+    "--cuda-memory-pool-byte-size=0:0",
+)
+
+
+class TritonNotInstalled(RuntimeError):
+    pass
+
+
+class TritonStartError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    binary: Path
+    python_backend: Path
+    stub: Path
+    libs: Path
+
+
+def find_triton_install() -> TritonInstall:
+    """The server files inside the installed nvidia-pytriton wheel, for the running Python."""
+    # find_spec locates the package without importing it: its own dependencies are not installed.
+    spec = importlib.util.find_spec("pytriton")
+    hint = "run `make setup` (it installs nvidia-pytriton==0.7.0 with --no-deps)"
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonNotInstalled(f"the nvidia-pytriton wheel is not installed in {sys.prefix}: {hint}")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    root = package / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    install = TritonInstall(
+        binary=root / "bin" / "tritonserver",
+        python_backend=root / "backends" / "python",
+        stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+        libs=package.parent / "nvidia_pytriton.libs",
+    )
+    missing = [str(path) for path in (install.binary, install.python_backend, install.stub, install.libs) if not path.exists()]
+    if missing:
+        raise TritonNotInstalled(f"incomplete tritonserver install, missing {missing}: {hint}")
+    return install
+
+
+def _install_file(source: Path, target: Path, executable: bool = False) -> None:
+    """Copy unless identical; replace atomically so a running server keeps its mapped old file."""
+    if target.exists() and target.read_bytes() == source.read_bytes():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
+        handle.write(source.read_bytes())
+    os.chmod(handle.name, 0o755 if executable else 0o644)
+    os.replace(handle.name, target)
+
+
+def _install_tree(source: Path, target: Path) -> None:
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            _install_file(path, target / path.relative_to(source))
+
+
+def assemble_backends(install: TritonInstall, target: Path = DEFAULT_BACKEND_DIR) -> Path:
+    """Lay out a --backend-directory: the Python backend with our stub, plus our Python-based backends."""
+    _install_tree(install.python_backend, target / "python")
+    _install_file(install.stub, target / "python" / install.stub.name, executable=True)
+    for backend in sorted(p for p in OWN_BACKENDS.iterdir() if (p / "model.py").is_file()):
+        _install_tree(backend, target / backend.name)
+    return target
+
+
+def server_environment(install: TritonInstall) -> dict[str, str]:
+    """The stub embeds libpython of this interpreter; the server needs the wheel's bundled libraries."""
+    env = dict(os.environ)
+    paths = [str(sysconfig.get_config_var("LIBDIR")), str(install.libs)]
+    if env.get("LD_LIBRARY_PATH"):
+        paths.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
+    return env
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS reports free; all sockets stay open until every port is picked so they differ."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+# The server is local: a proxy from the environment must not see its health checks.
+_LOCAL_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: an orphaned server would keep its ports and CPU after a crash.
+
+    Linux sends the signal when the starting *thread* ends: start servers from a long-lived thread.
+    """
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedTriton:
+    """A tritonserver child process on a model repository; a context manager that waits for readiness."""
+
+    def __init__(
+        self,
+        model_repository: str | Path,
+        *,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        model_config_name: str | None = "cpu",
+        extra_args: Sequence[str] = (),
+        log_path: str | Path | None = None,
+        startup_timeout_s: float = 120.0,
+        exit_timeout_s: int = 10,
+        backend_directory: str | Path = DEFAULT_BACKEND_DIR,
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        if not self.model_repository.is_dir():
+            raise FileNotFoundError(f"model repository {self.model_repository} does not exist")
+        picked = iter(free_ports(3))
+        self.http_port = http_port or next(picked)
+        self.grpc_port = grpc_port or next(picked)
+        self.metrics_port = metrics_port or next(picked)
+        self.model_config_name = model_config_name
+        self.extra_args = tuple(extra_args)
+        self.log_path = Path(log_path) if log_path else REPO_ROOT / ".triton" / "logs" / f"tritonserver-{self.http_port}.log"
+        self.startup_timeout_s = startup_timeout_s
+        self.exit_timeout_s = exit_timeout_s
+        self.backend_directory = Path(backend_directory)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def command(self, install: TritonInstall) -> list[str]:
+        args = [
+            str(install.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.backend_directory}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            # How long shutdown waits for in-flight requests and open client connections.
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            *BASE_ARGS,
+        ]
+        if self.model_config_name:
+            args.append(f"--model-config-name={self.model_config_name}")
+        return [*args, *self.extra_args]
+
+    def start(self) -> EmbeddedTriton:
+        if self._process is not None:
+            raise RuntimeError("server already started")
+        install = find_triton_install()
+        assemble_backends(install, self.backend_directory)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                self.command(install),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=server_environment(install),
+                # The stub puts its working directory on sys.path: keep ours (a source tree) out of it.
+                cwd=self.model_repository,
+                # Its own session: a terminal's Ctrl-C reaches only us, and stop() shuts it down once.
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            code = self.returncode
+            if code is not None:
+                raise TritonStartError(f"tritonserver exited with code {code} during startup:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        raise TritonStartError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def is_ready(self) -> bool:
+        try:
+            with _LOCAL_HTTP.open(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """Every model of the repository with its state (READY, UNAVAILABLE + reason, ...)."""
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        with _LOCAL_HTTP.open(request, timeout=10) as response:
+            return json.load(response)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The log's error lines (Triton prefixes them with E), then its last lines."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return "(no log)"
+        errors = [line for line in text[:-lines] if line.startswith("E")]
+        return "\n".join([*errors[-lines:], *text[-lines:]])
+
+    def wait(self) -> int:
+        if self._process is None:
+            raise RuntimeError("server not started")
+        return self._process.wait()
+
+    def stop(self) -> int | None:
+        """Graceful shutdown (SIGINT: Triton drains requests and unloads models), SIGKILL if that hangs."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(self.exit_timeout_s + 20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def __enter__(self) -> EmbeddedTriton:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+

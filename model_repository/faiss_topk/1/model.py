@@ -1,0 +1,71 @@
+"""Triton Python model `faiss_topk`: EMBEDDING [W, D] (+ TOP_K) -> TRACK_IDS [K], SCORES [K].
+
+Loads the catalog folder once and refuses to start when it does not belong to the deployed embedder.
+All requests of one execute() share one FAISS search (export/catalog_index.py).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from export.catalog_index import CatalogMismatch, load_catalog
+from export.triton_model_utils import error_response, parameters
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        params = parameters(config)
+        model_dir = Path(args["model_repository"])
+        self.dim = int(pb_utils.get_input_config_by_name(config, "EMBEDDING")["dims"][-1])
+        self.default_k = int(params["DEFAULT_TOP_K"])
+        self.max_k = int(params["MAX_TOP_K"])
+        embedder = self._deployed_embedder(model_dir.parent / params["EMBEDDER_MANIFEST"])
+        index_dir = model_dir / args["model_version"] / params.get("INDEX_DIR", "index")
+        catalog = load_catalog(index_dir, expected_dim=self.dim, expected_embedder_sha256=embedder["onnx_sha256"])
+        if faiss.get_num_gpus() > 0 and args["model_instance_kind"] == "GPU":
+            catalog = catalog.to_gpu(int(args["model_instance_device_id"]))
+        self.catalog = catalog
+
+    def _deployed_embedder(self, path: Path) -> dict[str, Any]:
+        if not path.is_file():
+            raise CatalogMismatch(f"embedder manifest {path} is missing: publish token_embedder before faiss_topk")
+        embedder = json.loads(path.read_text(encoding="utf-8"))
+        if embedder["dim"] != self.dim:
+            raise CatalogMismatch(f"the deployed embedder ({path}) has dim {embedder['dim']}, faiss_topk's EMBEDDING has dim {self.dim}")
+        return embedder
+
+    def _parse(self, request: Any) -> tuple[np.ndarray, int] | str:
+        embedding = pb_utils.get_input_tensor_by_name(request, "EMBEDDING").as_numpy()
+        if embedding.ndim != 2 or embedding.shape[0] == 0 or embedding.shape[1] != self.dim:
+            return f"EMBEDDING must be [W >= 1, {self.dim}], got {list(embedding.shape)}"
+        if not np.isfinite(embedding).all():
+            return "EMBEDDING contains NaN or infinite values"
+        top_k = pb_utils.get_input_tensor_by_name(request, "TOP_K")
+        if top_k is None:
+            return embedding, self.default_k
+        values = top_k.as_numpy().reshape(-1)
+        if values.size != 1 or not 1 <= int(values[0]) <= self.max_k:
+            return f"TOP_K must be one integer in 1..{self.max_k}, got {values.tolist()}"
+        return embedding, int(values[0])
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        parsed = [self._parse(request) for request in requests]
+        queries = [item for item in parsed if not isinstance(item, str)]
+        results = iter(self.catalog.search([q for q, _ in queries], [k for _, k in queries]) if queries else [])
+        responses = []
+        for item in parsed:
+            if isinstance(item, str):
+                responses.append(error_response(item))
+                continue
+            result = next(results)
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("TRACK_IDS", np.array([t.encode("utf-8") for t in result.track_ids], dtype=np.object_)),
+                pb_utils.Tensor("SCORES", result.scores),
+            ]))
+        return responses

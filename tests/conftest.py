@@ -1,0 +1,86 @@
+"""Shared fixtures. Serving: stand-in artifacts laid out as a runnable model repository, one real
+tritonserver for the whole session (a start costs seconds of the few CPU cores).
+
+To serve the real exports instead, build `ServingArtifacts` from their paths: `lay_out_repository`
+(export/repo_layout.py) takes any encoder/embedder ONNX and catalog folder.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.catalog_index import Catalog, build_index, load_catalog, sha256_file, write_catalog
+from export.repo_configs import load_serving_config
+from export.repo_layout import lay_out_repository
+from export.triton_runtime import EmbeddedTriton
+from export.windowing import SAMPLE_RATE, WindowParams
+from triton_stand_ins import ReferencePipeline, build_embedder_stand_in, build_moss_stand_in
+
+TRACK_SECONDS = (6.0, 9.5, 12.0, 14.0, 20.0, 7.25, 11.0, 16.5, 8.0, 25.0, 10.0, 13.0)
+
+
+@dataclass
+class ServingArtifacts:
+    moss_onnx: Path
+    embedder_onnx: Path
+    catalog_dir: Path
+    reference: ReferencePipeline
+    catalog: Catalog
+    track_audio: dict[str, np.ndarray]
+
+
+def catalog_audio(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        f"track-{i:02d}": (0.3 * rng.standard_normal(round(seconds * SAMPLE_RATE))).astype(np.float32)
+        for i, seconds in enumerate(TRACK_SECONDS)
+    }
+
+
+@pytest.fixture(scope="session")
+def serving_config():
+    return load_serving_config()
+
+
+@pytest.fixture(scope="session")
+def serving_artifacts(tmp_path_factory: pytest.TempPathFactory, serving_config) -> ServingArtifacts:
+    """Stand-in encoder/embedder with the configured Q and D, and a flat catalog of their embeddings."""
+    folder = tmp_path_factory.mktemp("artifacts")
+    n_quantizers = serving_config.model("moss_encoder").outputs[0].dims[0]
+    dim = serving_config.model("token_embedder").outputs[0].dims[0]
+    moss = build_moss_stand_in(folder / "moss_encoder.onnx", n_quantizers)
+    embedder = build_embedder_stand_in(folder / "token_embedder.onnx", n_quantizers, dim)
+    reference = ReferencePipeline(moss, embedder, WindowParams.from_parameters(serving_config.model("audio_windows").parameters))
+    audio = catalog_audio()
+    embeddings = [reference.embed(clip) for clip in audio.values()]
+    segments = np.concatenate([np.full(len(rows), track) for track, rows in enumerate(embeddings)])
+    catalog_dir = folder / "catalog"
+    write_catalog(catalog_dir, build_index(np.concatenate(embeddings)), segments,
+                  [{"track_id": track_id} for track_id in audio], sha256_file(embedder), "flat")
+    return ServingArtifacts(moss, embedder, catalog_dir, reference, load_catalog(catalog_dir), audio)
+
+
+@pytest.fixture(scope="session")
+def triton_repository(tmp_path_factory: pytest.TempPathFactory, serving_artifacts: ServingArtifacts) -> Path:
+    return lay_out_repository(
+        tmp_path_factory.mktemp("serving"),
+        moss_onnx=serving_artifacts.moss_onnx,
+        embedder_onnx=serving_artifacts.embedder_onnx,
+        catalog_dir=serving_artifacts.catalog_dir,
+    )
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_repository: Path) -> Iterator[EmbeddedTriton]:
+    """Explicit model control, so tests may load extra models; loading the ensemble loads its steps."""
+    server = EmbeddedTriton(
+        triton_repository,
+        extra_args=["--model-control-mode=explicit", "--load-model=audio_search"],
+        log_path=triton_repository.parent / "tritonserver.log",
+    )
+    with server:
+        yield server
