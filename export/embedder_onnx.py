@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.moss_onnx import export_fp16_variant
 from training.embedder import EmbedderFromCounts, TokenEmbedder
 from training.train import load_embedder
 
+# Only the transformer blocks' matmuls go to FP16; embeddings, norms, softmax and pooling stay FP32.
+FP16_SCOPE = "/embedder/blocks."
 INPUT_NAMES = ["CODES", "FRAME_COUNTS"]
 OUTPUT_NAMES = ["EMBEDDING"]
 
@@ -70,9 +73,7 @@ def main(args: argparse.Namespace) -> int:
     export_embedder_onnx(model, args.output, args.n_quantizers, args.opset)
     report = {"fp32": onnx_parity(model, args.output, args.n_quantizers)}
     if args.fp16 is not None:
-        from export.onnx_fp16 import convert_to_fp16
-
-        convert_to_fp16(args.output, args.fp16)
+        export_fp16_variant(args.output, args.fp16, scope=FP16_SCOPE)
         report["fp16"] = onnx_parity(model, args.fp16, args.n_quantizers)
     report_path = args.output.with_suffix(".parity.json")
     report_path.write_text(json.dumps(report, indent=2), encoding="utf-8")

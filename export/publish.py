@@ -1,0 +1,28 @@
+"""`python -m export publish`: lay the exported models and the catalog index into model_repository/.
+
+The token_embedder's `embedder.json` records the checksum of the ONNX file the index was built
+with, so faiss_topk refuses an index made for a different embedder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from export.repo_layout import EMBEDDER_MANIFEST, publish_artifacts
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--moss-onnx", type=Path, required=True)
+    parser.add_argument("--embedder-onnx", type=Path, required=True)
+    parser.add_argument("--index", type=Path, required=True, help="folder written by `python -m export index`")
+
+
+def main(args: argparse.Namespace) -> int:
+    for path in (args.moss_onnx, args.embedder_onnx, args.index / "manifest.json"):
+        if not path.exists():
+            raise SystemExit(f"cannot publish: {path} does not exist")
+    publish_artifacts(args.model_repository, moss_onnx=args.moss_onnx, embedder_onnx=args.embedder_onnx, catalog_dir=args.index)
+    print(json.dumps({"repository": str(args.model_repository), **json.loads((args.model_repository / EMBEDDER_MANIFEST).read_text())}))
+    return 0
