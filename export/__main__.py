@@ -9,6 +9,7 @@ COMMANDS = {
     "index": Command("export.index", "embed the catalog and build the FAISS index with its manifest"),
     "configs": Command("export.repo_configs", "generate every config.pbtxt of model_repository/ from one source"),
     "publish": Command("export.publish", "copy exported models and the index into model_repository/"),
+    "publish-index": Command("export.publish_index", "publish a new catalog index version into a running server without downtime"),
     "serve": Command("export.serve", "start the embedded tritonserver (CPU) on model_repository/"),
     "demo": Command("export.demo", "the main job end to end: artifacts, server, one noisy query"),
 }
