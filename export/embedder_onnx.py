@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from export.moss_onnx import export_fp16_variant
@@ -24,19 +26,24 @@ def export_embedder_onnx(model: TokenEmbedder, path: Path, n_quantizers: int, op
     wrapper = EmbedderFromCounts(model.eval())
     codes = torch.randint(0, model.cfg.codebook_size, (2, n_quantizers, 40), dtype=torch.int32)
     counts = torch.tensor([40, 23], dtype=torch.int64)
-    torch.onnx.export(
-        wrapper,
-        (codes, counts),
-        str(path),
-        input_names=INPUT_NAMES,
-        output_names=OUTPUT_NAMES,
-        dynamic_axes={"CODES": {0: "batch", 2: "frames"}, "FRAME_COUNTS": {0: "batch"}, "EMBEDDING": {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,
-    )
-    import onnx
-
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but is the one that keeps T dynamic here (as in export/moss_onnx.py).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapper,
+            (codes, counts),
+            str(path),
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            dynamic_axes={"CODES": {0: "batch", 2: "frames"}, "FRAME_COUNTS": {0: "batch"}, "EMBEDDING": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    graph = onnx.load(str(path))
+    # Tracing leaves D symbolic; serving configs and the catalog check read it from the graph.
+    graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value = model.cfg.embedding_dim
+    onnx.checker.check_model(graph, full_check=True)
+    onnx.save(graph, str(path))
     return path
 
 

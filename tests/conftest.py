@@ -84,3 +84,53 @@ def triton_server(triton_repository: Path) -> Iterator[EmbeddedTriton]:
     )
     with server:
         yield server
+
+
+@dataclass
+class RealPipeline:
+    """The real tiny pipeline (random-weight tiny MOSS, a TokenEmbedder, a flat catalog of generated tracks)
+    served by its own tritonserver, next to the offline PyTorch models it was exported from."""
+
+    server: EmbeddedTriton
+    encoder: object  # training.moss.MossEncoder
+    embedder: object  # training.embedder.TokenEmbedder
+    catalog_dir: Path
+    track_audio: dict[str, np.ndarray]
+    n_quantizers: int
+
+
+@pytest.fixture(scope="session")
+def real_pipeline(tmp_path_factory: pytest.TempPathFactory, serving_config) -> Iterator[RealPipeline]:
+    import torch
+
+    from common.cli import run_module
+    from export.embedder_onnx import export_embedder_onnx
+    from export.moss_onnx import export_moss_onnx
+    from training.embedder import EmbedderConfig, TokenEmbedder
+    from training.moss.weights import build_encoder
+    from training.synth import synthesize_track
+
+    folder = tmp_path_factory.mktemp("real")
+    n_quantizers = serving_config.model("moss_encoder").outputs[0].dims[0]
+    dim = serving_config.model("token_embedder").outputs[0].dims[0]
+    encoder = build_encoder("tiny")
+    torch.manual_seed(0)
+    embedder = TokenEmbedder(EmbedderConfig(n_levels=n_quantizers, embedding_dim=dim, dropout=0.0)).eval()
+    checkpoint = folder / "embedder.pt"
+    torch.save({"model": embedder.state_dict(), "model_config": vars(embedder.cfg)}, checkpoint)
+    moss_onnx = export_moss_onnx(encoder, folder / "moss_encoder.onnx", n_quantizers)
+    embedder_onnx = export_embedder_onnx(embedder, folder / "token_embedder.onnx", n_quantizers)
+    assert run_module("training.synth", ["--out", str(folder / "audio"), "--tracks", "8", "--seconds", "14", "--seed", "5", "--workers", "1"]) == 0
+    assert run_module("training.tokenize", ["--input-root", str(folder / "audio"), "--output-root", str(folder / "tokens"), "--n-quantizers", str(n_quantizers), "--device", "cpu"]) == 0
+    catalog_dir = folder / "index"
+    assert run_module("export.index", ["--checkpoint", str(checkpoint), "--embedder-onnx", str(embedder_onnx), "--tokens-root", str(folder / "tokens"), "--output", str(catalog_dir), "--n-quantizers", str(n_quantizers)]) == 0
+    repository = lay_out_repository(folder / "serving", moss_onnx=moss_onnx, embedder_onnx=embedder_onnx, catalog_dir=catalog_dir)
+    audio = {p.stem: load_wav(p) for p in sorted((folder / "audio").glob("*.wav"))}
+    with EmbeddedTriton(repository, log_path=folder / "tritonserver.log") as server:
+        yield RealPipeline(server, encoder, embedder, catalog_dir, audio, n_quantizers)
+
+
+def load_wav(path: Path) -> np.ndarray:
+    from training.audio_io import load_audio
+
+    return load_audio(path)
