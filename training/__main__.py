@@ -10,6 +10,7 @@ COMMANDS = {
     "views": Command("training.views", "tokenize K audio-augmented views per training track"),
     "train": Command("training.train", "train the TokenEmbedder with NT-Xent"),
     "evaluate": Command("training.evaluate", "Recall@K / MRR of a checkpoint on a split"),
+    "code-stability": Command("training.code_stability", "share of unchanged codes per RVQ level under noise, reverb, EQ and sample shifts"),
     "quality": Command("training.quality", "synth -> tokenize -> splits -> views -> train -> evaluate on generated audio"),
 }
 

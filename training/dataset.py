@@ -38,8 +38,9 @@ def load_views(views_root: Path, track_id: str) -> np.ndarray:
 
 
 class ViewPairDataset(Dataset):
-    def __init__(self, views_root: Path, track_ids: list[str], crop: CropConfig, seed: int) -> None:
+    def __init__(self, views_root: Path, track_ids: list[str], crop: CropConfig, seed: int, pairs_per_track: int = 1) -> None:
         self.track_ids = list(track_ids)
+        self.pairs_per_track = pairs_per_track
         self.views = [load_views(views_root, t) for t in self.track_ids]
         bad = [t for t, v in zip(self.track_ids, self.views) if v.shape[0] < 2]
         if bad:
@@ -48,10 +49,11 @@ class ViewPairDataset(Dataset):
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
-        return len(self.track_ids)
+        # Several fresh pairs per track and epoch: small catalogs still give enough optimizer steps.
+        return len(self.track_ids) * self.pairs_per_track
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        views = self.views[index]
+        views = self.views[index % len(self.track_ids)]
         rng = self.rng
         a, b = rng.choice(views.shape[0], size=2, replace=False)
         n_frames = views.shape[2]

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
 from training.augment import CONDITIONS, degrade
 from training.dataset import HOP_FRAMES, WINDOW_FRAMES, catalog_windows
-from training.encode import encode_clips
+from training.encode import HOP, encode_clips
 from training.metrics import ranks_of_targets, retrieval_metrics
 from training.moss.weights import build_encoder
 from training.retrieval import embed_sequences, rank_tracks_exact, rank_tracks_faiss, torch_embed_fn
@@ -58,7 +58,9 @@ def build_catalog(tracks: dict[str, list[TokenFile]], window_frames: int, hop_fr
     return Catalog(track_ids, segments, np.array(seg_track), np.array(seg_chunk))
 
 
-def make_queries(tracks: dict[str, list[TokenFile]], track_ids: list[str], audio_paths: dict[str, Path], lengths: list[float], conditions: list[str], seed: int, protocol: str) -> list[Query]:
+def make_queries(tracks: dict[str, list[TokenFile]], track_ids: list[str], audio_paths: dict[str, Path], lengths: list[float], conditions: list[str], seed: int, protocol: str, alignment: str) -> list[Query]:
+    """Fixed-seed excerpts; ``alignment`` "frame" starts them on the catalog's 1,920-sample grid, "sample" anywhere."""
+    grid = HOP if alignment == "frame" else 1
     rng = np.random.default_rng(seed)
     queries = []
     for t, track_id in enumerate(tqdm(track_ids, desc="queries", unit="track")):
@@ -74,7 +76,7 @@ def make_queries(tracks: dict[str, list[TokenFile]], track_ids: list[str], audio
                 size = int(seconds * SAMPLE_RATE)
                 first = int(begin * SAMPLE_RATE)
                 last = max(first, int(end * SAMPLE_RATE) - size)
-                offset = int(rng.integers(first, last + 1))
+                offset = int(rng.integers(-(-first // grid), max(-(-first // grid), last // grid) + 1)) * grid
                 excerpt = audio[offset : offset + size]
                 queries.append(Query(t, c, condition, seconds, degrade(excerpt, condition, rng)))
     return queries
@@ -115,6 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits-root", type=Path, default=Path("artifacts/splits"))
     parser.add_argument("--audio-root", type=Path, default=Path("artifacts/audio"), help="where the queries are cut from (file stem = track id)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="same_file_aug")
+    parser.add_argument("--query-alignment", choices=("sample", "frame"), default="sample", help="sample: excerpts start anywhere (a live query); frame: on the 1,920-sample frame grid")
     parser.add_argument("--query-seconds", type=float, nargs="+", default=[1.0, 2.0, 5.0, 10.0])
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--window-frames", type=int, default=WINDOW_FRAMES, help="catalog segment length in frames (12.5 per second)")
@@ -134,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"{len(absent)} tracks of split {args.split!r} have no tokens under {args.tokens_root}, e.g. {absent[:5]}")
     audio_paths = {p.stem: p for p in list_audio_files(args.audio_root)}
     catalog = build_catalog(tracks, args.window_frames, args.hop_frames)
-    queries = make_queries(tracks, catalog.track_ids, audio_paths, args.query_seconds, args.conditions, args.seed, args.protocol)
+    queries = make_queries(tracks, catalog.track_ids, audio_paths, args.query_seconds, args.conditions, args.seed, args.protocol, args.query_alignment)
     if not queries:
         raise SystemExit(f"no queries: protocol {args.protocol} needs tracks tokenized in several chunks (tokenize --chunk-seconds)")
     encoder = build_encoder(moss_spec(args), device=device)
@@ -162,7 +165,7 @@ def main(args: argparse.Namespace) -> int:
         c: grouped_metrics(ranks[np.array([q.condition == c for q in queries])], [str(q.seconds) for q in queries if q.condition == c])
         for c in args.conditions
     }
-    result.update({"split": args.split, "protocol": args.protocol, "checkpoint": str(args.checkpoint), "moss": moss_spec(args), "seed": args.seed})
+    result.update({"split": args.split, "protocol": args.protocol, "query_alignment": args.query_alignment, "checkpoint": str(args.checkpoint), "moss": moss_spec(args), "seed": args.seed})
     args.output_json.parent.mkdir(parents=True, exist_ok=True)
     args.output_json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     plot = args.plot or args.output_json.with_suffix(".png")

@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, default=Path("reports/quality.json"))
     parser.add_argument("--tracks", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--views-per-track", type=int, default=4)
-    parser.add_argument("--view-seconds", type=float, default=12.0)
+    parser.add_argument("--views-per-track", type=int, default=3)
+    parser.add_argument("--view-seconds", type=float, default=10.0, help="one catalog window: the anchor of every training pair")
     parser.add_argument("--n-quantizers", type=int, default=8, help="RVQ levels tokenized; the embedder reads the first n_levels (8)")
     parser.add_argument("--train-config", type=Path, default=Path("configs/train.yaml"))
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
@@ -36,10 +36,16 @@ def main(args: argparse.Namespace) -> int:
     )
     timings: dict[str, float] = {}
     paths = run_training_pipeline(cfg, timings)
-    run_step("evaluate", "training.evaluate", [
-        "--checkpoint", str(paths.best_checkpoint), "--split", "test", "--output-json", str(args.report), "--use-faiss",
+    evaluate = [
+        "--checkpoint", str(paths.best_checkpoint), "--split", "test", "--use-faiss",
         "--tokens-root", str(paths.tokens), "--splits-root", str(paths.splits), "--audio-root", str(paths.audio), *moss_args(cfg),
-    ], timings)
+    ]
+    # The headline report uses frame-aligned excerpts; the same queries at arbitrary sample offsets go
+    # beside it, with the code-stability table that explains the gap for a random-weight tokenizer.
+    run_step("evaluate", "training.evaluate", [*evaluate, "--query-alignment", "frame", "--output-json", str(args.report)], timings)
+    sample_report = args.report.with_name(f"{args.report.stem}_sample_offset.json")
+    run_step("evaluate-sample-offset", "training.evaluate", [*evaluate, "--query-alignment", "sample", "--output-json", str(sample_report)], timings)
+    run_step("code-stability", "training.code_stability", ["--output-json", str(args.report.with_name("code_stability.json")), *moss_args(cfg)], timings)
     shutil.copy(paths.checkpoints / "history.png", args.report.with_name("training_history.png"))
     print(json.dumps({"report": str(args.report), "seconds_per_step": timings}))
     return 0

@@ -26,15 +26,16 @@ from training.splits import read_split
 class DataConfig:
     views_root: str = "artifacts/views"
     splits_root: str = "artifacts/splits"
+    pairs_per_track: int = 4
 
 
 @dataclass
 class OptimConfig:
-    epochs: int = 30
+    epochs: int = 10
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
-    warmup_steps: int = 50
+    warmup_steps: int = 30
     grad_clip: float = 1.0
 
 
@@ -131,7 +132,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
     views_root = Path(cfg.data.views_root)
     train_ids = read_split(Path(cfg.data.splits_root) / "train.txt")
     val_ids = read_split(Path(cfg.data.splits_root) / "val.txt")
-    dataset = ViewPairDataset(views_root, train_ids, cfg.crop, cfg.seed)
+    dataset = ViewPairDataset(views_root, train_ids, cfg.crop, cfg.seed, cfg.data.pairs_per_track)
     # drop_last keeps every batch's negatives count equal; a final tiny batch would make the loss noisy.
     loader = DataLoader(dataset, batch_size=min(cfg.optim.batch_size, len(dataset)), shuffle=True, collate_fn=collate_pairs, drop_last=True)
     model = TokenEmbedder(cfg.model).to(device)

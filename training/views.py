@@ -23,19 +23,27 @@ from training.tokenize import add_moss_arguments, moss_spec
 from training.train import resolve_device
 
 
+# Views keep the audio on the catalog's frame grid (no time offset): a random-weight tokenizer's codes are
+# a hash of the exact waveform phase (a 15-sample shift leaves level-0 codes at near-chance agreement),
+# so sub-frame shifts would turn positives into noise. `--alignment sample` adds them for trained weights.
+TRAINING_AUGMENT = AugmentConfig(noise_prob=0.7, reverb_prob=0.25, rt60_s=(0.3, 0.8), eq_prob=0.25, gain_db=(-3.0, 3.0), offset_prob=0.0)
+ALIGNMENTS = ("frame", "sample")
+
+
 def sub_frame_delay(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Delay by 0..HOP-1 samples: a query never starts on the catalog's 1,920-sample frame grid."""
+    """Delay by 0..HOP-1 samples, so the view no longer starts on the catalog's 1,920-sample frame grid."""
     delay = int(rng.integers(0, HOP))
     return np.concatenate([np.zeros(delay, dtype=np.float32), x[: len(x) - delay]])
 
 
-def make_views(waveform: np.ndarray, n_views: int, rng: np.random.Generator, cfg: AugmentConfig, view_seconds: float | None) -> list[np.ndarray]:
+def make_views(waveform: np.ndarray, n_views: int, rng: np.random.Generator, cfg: AugmentConfig, view_seconds: float | None, alignment: str) -> list[np.ndarray]:
     """The clean excerpt plus ``n_views`` augmented copies of it, all covering one region of the track."""
     if view_seconds is not None and len(waveform) > view_seconds * SAMPLE_RATE:
-        size = int(view_seconds * SAMPLE_RATE)
-        start = int(rng.integers(0, len(waveform) - size + 1))
-        waveform = waveform[start : start + size]
-    return [waveform] + [random_view(sub_frame_delay(waveform, rng), rng, cfg) for _ in range(n_views)]
+        frames = int(view_seconds * SAMPLE_RATE) // HOP
+        start = int(rng.integers(0, len(waveform) // HOP - frames + 1)) * HOP
+        waveform = waveform[start : start + frames * HOP]
+    shift = sub_frame_delay if alignment == "sample" else (lambda x, _rng: x)
+    return [waveform] + [random_view(shift(waveform, rng), rng, cfg) for _ in range(n_views)]
 
 
 def track_seed(seed: int, track_id: str) -> np.random.Generator:
@@ -50,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-root", type=Path, required=True)
     parser.add_argument("--views-per-track", type=int, default=4)
     parser.add_argument("--view-seconds", type=float, default=None, help="augment one random excerpt of this length per track instead of the whole track (cheaper; >= 10 s keeps a full catalog window)")
+    parser.add_argument("--alignment", choices=ALIGNMENTS, default="frame", help="frame: views stay on the 1,920-sample grid; sample: random sub-frame delays too")
     parser.add_argument("--seed", type=int, default=42)
     add_moss_arguments(parser)
 
@@ -65,15 +74,14 @@ def main(args: argparse.Namespace) -> int:
     todo = [t for t in track_ids if not views_path(args.output_root, t).exists()]
     device = resolve_device(args.device)
     encoder = build_encoder(moss_spec(args), device=device)
-    cfg = AugmentConfig()
     args.output_root.mkdir(parents=True, exist_ok=True)
     for track_id in tqdm(todo, desc="views", unit="track"):
-        views = make_views(load_audio(audio_by_track[track_id]), args.views_per_track, track_seed(args.seed, track_id), cfg, args.view_seconds)
+        views = make_views(load_audio(audio_by_track[track_id]), args.views_per_track, track_seed(args.seed, track_id), TRAINING_AUGMENT, args.view_seconds, args.alignment)
         codes = encode_clips(encoder, views, args.n_quantizers, args.batch_size, device)
         n_frames = min(c.shape[1] for c in codes)
         out = views_path(args.output_root, track_id)
         tmp = out.with_suffix(".tmp.npz")
         np.savez(tmp, codes=np.stack([c[:, :n_frames] for c in codes]).astype(np.int16))
         tmp.replace(out)
-    print(json.dumps({"tracks": len(track_ids), "written": len(todo), "views_per_track": args.views_per_track, "view_seconds": args.view_seconds, "moss": moss_spec(args)}))
+    print(json.dumps({"tracks": len(track_ids), "written": len(todo), "views_per_track": args.views_per_track, "view_seconds": args.view_seconds, "alignment": args.alignment, "moss": moss_spec(args)}))
     return 0
