@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
 
     timings: dict[str, float] = {}
     cfg = PipelineConfig(
-        work_dir=args.work_dir, tracks=args.tracks, seconds=args.seconds, views_per_track=3, view_seconds=10.0,
+        work_dir=args.work_dir, tracks=args.tracks, seconds=args.seconds, views_per_track=6,
         n_quantizers=8, epochs=args.epochs, val_ratio=0.1, test_ratio=0.0,
     )
     paths = run_training_pipeline(cfg, timings)

@@ -71,10 +71,11 @@ def test_splits_views_train_evaluate(catalog: Path, tokens: Path, tmp_path: Path
     assert (summary["train"], summary["val"], summary["test"]) == (6, 3, 3)
     assert run_module("training.views", ["--audio-root", str(catalog / "audio"), "--splits-root", str(splits), "--output-root", str(views), "--views-per-track", "2", "--n-quantizers", "8", "--device", "cpu"]) == 0
     with np.load(next(views.glob("*.npz"))) as data:
-        assert data["codes"].shape[:2] == (3, 8)
+        assert data["codes"].shape == (8, int(data["lengths"].sum())) and len(data["starts"]) == 2
+        assert all(12 <= n <= 6 * 12.5 for n in data["lengths"])
 
     cfg = load_yaml(TrainConfig, "configs/train.yaml")
-    cfg.output_dir, cfg.data.views_root, cfg.data.splits_root = str(checkpoints), str(views), str(splits)
+    cfg.output_dir, cfg.data.views_root, cfg.data.splits_root, cfg.data.tokens_root = str(checkpoints), str(views), str(splits), str(tokens)
     cfg.optim.epochs, cfg.optim.batch_size = 2, 4
     cfg.model.d_model, cfg.model.embedding_dim = 32, 16
     save_yaml(cfg, tmp_path / "train.yaml")

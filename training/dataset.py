@@ -1,8 +1,9 @@
-"""Contrastive pairs from offline-tokenised augmented views, with online token-level augmentation.
+"""Contrastive pairs shaped like the retrieval task, from offline-tokenised query views.
 
-A training example is (anchor, positive) of one track: the anchor is a catalog-sized window
-of one view, the positive a shorter crop of another view lying inside that window, which is
-exactly the retrieval task (a noisy excerpt against catalog windows).
+A view is an excerpt of a track, degraded like a real recording and tokenised on its own — exactly
+how a live query reaches the encoder. Its positive is the catalog window (clean, whole-track tokens)
+that contains it. Excerpts are tokenised alone because the encoder's causal context changes codes:
+cropping a longer token sequence would teach the model codes that queries never produce.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from training.token_files import load_tracks
 
 # Catalog segments: 10-s windows (12.5 frames/s) with 50 % overlap, so any query up to 5 s
 # lies wholly inside one segment. Shared by training, evaluation and the served index.
@@ -27,24 +29,54 @@ class CropConfig:
     max_crop_frames: int = 125
 
 
+@dataclass(frozen=True)
+class TrackViews:
+    """K query views of one track: their codes back to back, and each one's start and length in frames."""
+
+    codes: np.ndarray  # [Q, sum of lengths]
+    starts: np.ndarray  # [K] first frame of the excerpt in the whole track
+    lengths: np.ndarray  # [K]
+
+    def view(self, k: int) -> np.ndarray:
+        begin = int(self.lengths[:k].sum())
+        return self.codes[:, begin : begin + int(self.lengths[k])]
+
+
 def views_path(views_root: Path, track_id: str) -> Path:
     return Path(views_root) / f"{track_id}.npz"
 
 
-def load_views(views_root: Path, track_id: str) -> np.ndarray:
-    """[K, Q, T] codes of K views of one track (view 0 is the clean audio)."""
+def save_views(path: Path, views: list[np.ndarray], starts: list[int]) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, codes=np.concatenate(views, axis=1).astype(np.int16), starts=np.array(starts), lengths=np.array([v.shape[1] for v in views]))
+    tmp.replace(path)
+
+
+def load_views(views_root: Path, track_id: str) -> TrackViews:
     with np.load(views_path(views_root, track_id)) as data:
-        return data["codes"].astype(np.int64)
+        return TrackViews(data["codes"].astype(np.int64), data["starts"], data["lengths"])
+
+
+def window_around(n_frames: int, start: int, length: int, window: int, rng: np.random.Generator) -> int:
+    """A random window start such that [start, start + length) lies inside the window (as far as it fits)."""
+    window = min(window, n_frames)
+    low = max(0, min(start + length - window, n_frames - window))
+    high = max(low, min(start, n_frames - window))
+    return int(rng.integers(low, high + 1))
 
 
 class ViewPairDataset(Dataset):
-    def __init__(self, views_root: Path, track_ids: list[str], crop: CropConfig, seed: int, pairs_per_track: int = 1) -> None:
+    """(catalog window, query view) pairs: the anchor from the clean track tokens, the positive a view."""
+
+    def __init__(self, views_root: Path, tokens_root: Path, track_ids: list[str], crop: CropConfig, seed: int, pairs_per_track: int = 1) -> None:
         self.track_ids = list(track_ids)
         self.pairs_per_track = pairs_per_track
+        tracks = load_tracks(tokens_root, self.track_ids)
+        missing = [t for t in self.track_ids if t not in tracks]
+        if missing:
+            raise ValueError(f"{len(missing)} tracks have views but no tokens under {tokens_root}, e.g. {missing[:5]}")
+        self.clean = [tracks[t][0].codes for t in self.track_ids]
         self.views = [load_views(views_root, t) for t in self.track_ids]
-        bad = [t for t, v in zip(self.track_ids, self.views) if v.shape[0] < 2]
-        if bad:
-            raise ValueError(f"need at least 2 views per track, these have fewer: {bad[:5]}")
         self.crop = crop
         self.rng = np.random.default_rng(seed)
 
@@ -53,15 +85,15 @@ class ViewPairDataset(Dataset):
         return len(self.track_ids) * self.pairs_per_track
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        views = self.views[index % len(self.track_ids)]
-        rng = self.rng
-        a, b = rng.choice(views.shape[0], size=2, replace=False)
-        n_frames = views.shape[2]
-        window = min(self.crop.window_frames, n_frames)
-        start = int(rng.integers(0, n_frames - window + 1))
-        crop_len = int(rng.integers(min(self.crop.min_crop_frames, window), min(self.crop.max_crop_frames, window) + 1))
-        crop_start = start + int(rng.integers(0, window - crop_len + 1))
-        return views[a, :, start : start + window], views[b, :, crop_start : crop_start + crop_len]
+        track = index % len(self.track_ids)
+        views, clean = self.views[track], self.clean[track]
+        k = int(self.rng.integers(len(views.lengths)))
+        query = views.view(k)
+        # Online token-level augmentation: a random crop of the view (at least min_crop_frames).
+        length = int(self.rng.integers(min(self.crop.min_crop_frames, query.shape[1]), query.shape[1] + 1))
+        offset = int(self.rng.integers(0, query.shape[1] - length + 1))
+        anchor_start = window_around(clean.shape[1], int(views.starts[k]) + offset, length, self.crop.window_frames, self.rng)
+        return clean[:, anchor_start : anchor_start + self.crop.window_frames], query[:, offset : offset + length]
 
 
 def pad_batch(sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,6 @@ class PipelineConfig:
     tracks: int
     seconds: float
     views_per_track: int
-    view_seconds: float
     n_quantizers: int
     epochs: int | None
     val_ratio: float
@@ -65,9 +64,10 @@ def run_training_pipeline(cfg: PipelineConfig, timings: dict[str, float]) -> Pip
     run_step("synth", "training.synth", ["--out", str(paths.audio), "--tracks", str(cfg.tracks), "--seconds", str(cfg.seconds), "--seed", str(cfg.seed)], timings)
     run_step("tokenize", "training.tokenize", ["--input-root", str(paths.audio), "--output-root", str(paths.tokens), *moss], timings)
     run_step("splits", "training.splits", ["--tokens-root", str(paths.tokens), "--output-root", str(paths.splits), "--val-ratio", str(cfg.val_ratio), "--test-ratio", str(cfg.test_ratio), "--seed", str(cfg.seed)], timings)
-    run_step("views", "training.views", ["--audio-root", str(paths.audio), "--splits-root", str(paths.splits), "--output-root", str(paths.views), "--views-per-track", str(cfg.views_per_track), "--view-seconds", str(cfg.view_seconds), "--seed", str(cfg.seed), *moss], timings)
+    run_step("views", "training.views", ["--audio-root", str(paths.audio), "--splits-root", str(paths.splits), "--output-root", str(paths.views), "--views-per-track", str(cfg.views_per_track), "--seed", str(cfg.seed), *moss], timings)
     train_cfg = load_yaml(TrainConfig, cfg.train_config)
     train_cfg.output_dir, train_cfg.data.views_root, train_cfg.data.splits_root = str(paths.checkpoints), str(paths.views), str(paths.splits)
+    train_cfg.data.tokens_root = str(paths.tokens)
     if cfg.epochs is not None:
         train_cfg.optim.epochs = cfg.epochs
     paths.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, default=Path("reports/quality.json"))
     parser.add_argument("--tracks", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--views-per-track", type=int, default=3)
-    parser.add_argument("--view-seconds", type=float, default=10.0, help="one catalog window: the anchor of every training pair")
+    parser.add_argument("--views-per-track", type=int, default=6)
     parser.add_argument("--n-quantizers", type=int, default=8, help="RVQ levels tokenized; the embedder reads the first n_levels (8)")
     parser.add_argument("--train-config", type=Path, default=Path("configs/train.yaml"))
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
@@ -31,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(
         work_dir=args.work_dir, tracks=args.tracks, seconds=args.seconds, views_per_track=args.views_per_track,
-        view_seconds=args.view_seconds, n_quantizers=args.n_quantizers, epochs=args.epochs, val_ratio=0.1, test_ratio=0.1,
+        n_quantizers=args.n_quantizers, epochs=args.epochs, val_ratio=0.1, test_ratio=0.1,
         train_config=args.train_config, moss_config=args.moss_config, device=args.device, seed=args.seed,
     )
     timings: dict[str, float] = {}

@@ -20,11 +20,13 @@ from training.losses import nt_xent
 from training.metrics import ranks_of_targets, recall_at_k
 from training.retrieval import embed_sequences, rank_tracks_exact, torch_embed_fn
 from training.splits import read_split
+from training.token_files import load_tracks
 
 
 @dataclass
 class DataConfig:
     views_root: str = "artifacts/views"
+    tokens_root: str = "artifacts/tokens"
     splits_root: str = "artifacts/splits"
     pairs_per_track: int = 4
 
@@ -46,7 +48,6 @@ class TrainConfig:
     temperature: float = 0.07
     learn_temperature: bool = True
     code_dropout: float = 0.1
-    val_query_frames: int = 62  # 5-second queries, the product's typical snippet
     data: DataConfig = field(default_factory=DataConfig)
     model: EmbedderConfig = field(default_factory=EmbedderConfig)
     crop: CropConfig = field(default_factory=CropConfig)
@@ -72,24 +73,19 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def validation_recall_at_1(model: TokenEmbedder, views_root: Path, track_ids: list[str], cfg: TrainConfig, device: torch.device) -> float:
-    """Catalog: clean windows of the val tracks; queries: fixed-seed crops of their augmented views."""
-    rng = np.random.default_rng(cfg.seed)
-    segments, segment_track, queries, targets = [], [], [], []
+def validation_recall_at_1(model: TokenEmbedder, views_root: Path, tokens_root: Path, track_ids: list[str], cfg: TrainConfig, device: torch.device) -> float:
+    """Catalog: clean windows of the val tracks; queries: each track's first view (a degraded excerpt)."""
+    tracks = load_tracks(tokens_root, track_ids)
+    segments, segment_track, queries = [], [], []
     for index, track_id in enumerate(track_ids):
-        views = load_views(views_root, track_id)
-        for window in catalog_windows(views[0], cfg.crop.window_frames, HOP_FRAMES):
+        for window in catalog_windows(tracks[track_id][0].codes, cfg.crop.window_frames, HOP_FRAMES):
             segments.append(window)
             segment_track.append(index)
-        view = views[int(rng.integers(1, views.shape[0]))]
-        length = min(cfg.val_query_frames, view.shape[1])
-        start = int(rng.integers(0, view.shape[1] - length + 1))
-        queries.append(view[:, start : start + length])
-        targets.append(index)
+        queries.append(load_views(views_root, track_id).view(0))
     model.eval()
     embed = torch_embed_fn(model, device)
     order, _ = rank_tracks_exact(embed_sequences(embed, queries), embed_sequences(embed, segments), np.array(segment_track), len(track_ids))
-    ranks = ranks_of_targets([list(row) for row in order], targets)
+    ranks = ranks_of_targets([list(row) for row in order], list(range(len(track_ids))))
     return recall_at_k(ranks, 1)
 
 
@@ -132,7 +128,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
     views_root = Path(cfg.data.views_root)
     train_ids = read_split(Path(cfg.data.splits_root) / "train.txt")
     val_ids = read_split(Path(cfg.data.splits_root) / "val.txt")
-    dataset = ViewPairDataset(views_root, train_ids, cfg.crop, cfg.seed, cfg.data.pairs_per_track)
+    dataset = ViewPairDataset(views_root, Path(cfg.data.tokens_root), train_ids, cfg.crop, cfg.seed, cfg.data.pairs_per_track)
     # drop_last keeps every batch's negatives count equal; a final tiny batch would make the loss noisy.
     loader = DataLoader(dataset, batch_size=min(cfg.optim.batch_size, len(dataset)), shuffle=True, collate_fn=collate_pairs, drop_last=True)
     model = TokenEmbedder(cfg.model).to(device)
@@ -169,7 +165,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
             scaler.update()
             scheduler.step()
             losses.append(float(loss.detach()))
-        val_recall = validation_recall_at_1(model, views_root, val_ids, cfg, device) if val_ids else float("nan")
+        val_recall = validation_recall_at_1(model, views_root, Path(cfg.data.tokens_root), val_ids, cfg, device) if val_ids else float("nan")
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_recall@1": val_recall, "temperature": float(log_temperature.detach().exp()), "lr": scheduler.get_last_lr()[0]}
         history.append(record)
         print(json.dumps(record), flush=True)
