@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ImportError:  # a GPU node may run without FAISS: flat catalogs are read by export/torch_topk.py
+    faiss = None
 
 INDEX_FILE = "index.faiss"
 SEGMENTS_FILE = "segment_track_ids.npy"
@@ -159,7 +163,9 @@ def write_catalog(
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / INDEX_FILE, faiss.serialize_index(index).tobytes())
+    # A FAISS index, or an object that serialises itself in FAISS's format (export.torch_topk.FlatVectors).
+    blob = index.serialize() if faiss is None or not isinstance(index, faiss.Index) else faiss.serialize_index(index).tobytes()
+    _write_atomic(out / INDEX_FILE, blob)
     buffer = io.BytesIO()
     np.save(buffer, segments)
     _write_atomic(out / SEGMENTS_FILE, buffer.getvalue())
@@ -215,7 +221,7 @@ class Catalog:
         return gpu
 
     def _search_rows(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(self.index, faiss.IndexHNSW):
+        if faiss is not None and isinstance(self.index, faiss.IndexHNSW):
             ef = max(self.index.hnsw.efSearch, k)
             return self.index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=ef))
         return self.index.search(queries, k)
@@ -267,10 +273,10 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_catalog(
+def verify_catalog_files(
     directory: str | Path, expected_dim: int | None = None, expected_embedder_sha256: str | None = None
-) -> Catalog:
-    """Load and verify a catalog folder; raises CatalogMismatch naming what does not match."""
+) -> dict[str, Any]:
+    """The manifest of a catalog folder whose files match it and the deployed model; raises CatalogMismatch."""
     folder = Path(directory)
     manifest = _read_manifest(folder)
     if expected_dim is not None and manifest["dim"] != expected_dim:
@@ -287,7 +293,26 @@ def load_catalog(
         actual, recorded = sha256_file(path), manifest["files"].get(name)
         if actual != recorded:
             raise CatalogMismatch(f"catalog file {path} has sha256 {actual}, the manifest records {recorded}")
-    index = faiss.read_index(str(folder / INDEX_FILE))
+    return manifest
+
+
+def load_catalog(
+    directory: str | Path, expected_dim: int | None = None, expected_embedder_sha256: str | None = None,
+    index: Any = None,
+) -> Catalog:
+    """Load and verify a catalog folder; raises CatalogMismatch naming what does not match.
+
+    ``index``: a callable ``(folder, manifest) -> index`` with FAISS's ``d``, ``ntotal``, ``metric_type`` and
+    ``search`` (default: ``faiss.read_index``), e.g. export/torch_topk.py's GPU search without FAISS.
+    """
+    folder = Path(directory)
+    manifest = verify_catalog_files(folder, expected_dim, expected_embedder_sha256)
+    if index is None:
+        if faiss is None:
+            raise ImportError("FAISS is not installed: install faiss-cpu, or load flat catalogs with export.torch_topk")
+        index = faiss.read_index(str(folder / INDEX_FILE))
+    else:
+        index = index(folder, manifest)
     segments = np.load(folder / SEGMENTS_FILE)
     tracks = json.loads((folder / TRACKS_FILE).read_text(encoding="utf-8"))
     counts = (index.d, index.ntotal, segments.shape[0], len(tracks))
@@ -296,9 +321,32 @@ def load_catalog(
             f"catalog {folder}: (dim, vectors, segment ids, tracks) = {counts} disagree with the manifest "
             f"({manifest['dim']}, {manifest['n_vectors']}, {manifest['n_vectors']}, {manifest['n_tracks']})"
         )
-    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+    if index.metric_type != 0:  # faiss.METRIC_INNER_PRODUCT
         raise CatalogMismatch(f"catalog {folder}: the index metric is not inner product")
     return Catalog(index, segments.astype(np.int64, copy=False), tracks, manifest)
+
+
+def load_catalog_for_instance(
+    directory: str | Path, expected_dim: int | None, expected_embedder_sha256: str | None,
+    instance_kind: str = "CPU", device_id: int = 0,
+) -> tuple[Catalog, str]:
+    """The catalog as a Triton instance of that kind searches it, and where: FAISS on CPU; on a GPU instance
+    FAISS's GPU index where FAISS has a GPU build, else exact top-K over the FP16 vectors in torch
+    (export/torch_topk.py, flat catalogs; FAISS itself is then not needed)."""
+    faiss_gpus = faiss.get_num_gpus() if faiss is not None and hasattr(faiss, "get_num_gpus") else 0
+    if instance_kind == "GPU" and faiss_gpus == 0:
+        import torch
+
+        if torch.cuda.is_available():
+            from export.torch_topk import load_torch_catalog
+
+            device = f"cuda:{device_id}"
+            catalog = load_torch_catalog(directory, expected_dim, expected_embedder_sha256, device=device)
+            return catalog, f"torch exact top-K on {device} ({catalog.index.method}, {catalog.index.dtype})"
+    catalog = load_catalog(directory, expected_dim, expected_embedder_sha256)
+    if instance_kind == "GPU" and faiss_gpus > 0:
+        return catalog.to_gpu(device_id), f"FAISS GPU {device_id}"
+    return catalog, "FAISS CPU"
 
 
 def add_to_catalog(

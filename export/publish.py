@@ -17,12 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--moss-onnx", type=Path, required=True)
     parser.add_argument("--embedder-onnx", type=Path, required=True)
     parser.add_argument("--index", type=Path, required=True, help="folder written by `python -m export index`")
+    parser.add_argument("--moss-source", default=None,
+                        help="for the gpu configs: MOSS checkpoint folder, or a preset (official/tiny: RANDOM weights)")
+    parser.add_argument("--embedder-checkpoint", type=Path, default=None,
+                        help="for the gpu configs: the TokenEmbedder checkpoint the ONNX export came from")
 
 
 def main(args: argparse.Namespace) -> int:
     for path in (args.moss_onnx, args.embedder_onnx, args.index / "manifest.json"):
         if not path.exists():
             raise SystemExit(f"cannot publish: {path} does not exist")
-    publish_artifacts(args.model_repository, moss_onnx=args.moss_onnx, embedder_onnx=args.embedder_onnx, catalog_dir=args.index)
+    publish_artifacts(args.model_repository, moss_onnx=args.moss_onnx, embedder_onnx=args.embedder_onnx, catalog_dir=args.index,
+                      moss_source=args.moss_source, embedder_checkpoint=args.embedder_checkpoint)
     print(json.dumps({"repository": str(args.model_repository), **json.loads((args.model_repository / EMBEDDER_MANIFEST).read_text())}))
     return 0

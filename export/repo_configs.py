@@ -2,8 +2,9 @@
 
 Each model gets `config.pbtxt` for production (GPU node, NVIDIA's Triton image) and, unless it is an
 ensemble, `configs/<name>.pbtxt` for the embedded CPU server (`tritonserver --model-config-name=<name>`
-prefers it and falls back to config.pbtxt). Configs are built as Triton's own protobuf messages, so a
-misspelt field fails here rather than at server start.
+prefers it and falls back to config.pbtxt) and `configs/gpu.pbtxt` for the embedded server on a GPU node
+(ONNX-kind models run the project's PyTorch models in the Python backend `torch_gpu`, export/torch_serving.py).
+Configs are built as Triton's own protobuf messages, so a misspelt field fails here rather than at server start.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class Tensor:
     dims: tuple[int, ...]
     reshape: tuple[int, ...] | None = None
     optional: bool = False
-    # Embedded only: let the batcher group requests of different lengths (onnx_cpu pads them); Triton
+    # Embedded/gpu only: let the batcher group requests of different lengths (our backends pad them); Triton
     # batches only equal shapes otherwise. Production backends would need batch_input layouts for it.
     ragged: bool = False
 
@@ -70,6 +71,8 @@ class ModelSpec:
     parameters: dict[str, str] = field(default_factory=dict)
     production: Instances = Instances(kind="KIND_GPU")
     embedded: Instances = Instances()
+    gpu: Instances = Instances(kind="KIND_GPU")
+    gpu_parameters: dict[str, str] = field(default_factory=dict)  # added to `parameters` in the gpu configs
     steps: tuple[Step, ...] = ()
 
 
@@ -87,9 +90,19 @@ class Embedded:
 
 
 @dataclass(frozen=True)
+class Gpu:
+    """The embedded server on a GPU node (`--model-config-name gpu`)."""
+
+    config_name: str = "gpu"
+    torch_backend: str = "torch_gpu"
+    execution_env: str = "$$TRITON_MODEL_DIRECTORY/../../.venv"
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     production: Production = Production()
     embedded: Embedded = Embedded()
+    gpu: Gpu = Gpu()
     models: tuple[ModelSpec, ...] = ()
 
     def model(self, name: str) -> ModelSpec:
@@ -152,6 +165,8 @@ def _platform(message: mc.ModelConfig, model: ModelSpec, target: str, config: Se
         message.backend = "python"
     elif target == "embedded":
         message.backend = config.embedded.onnx_backend
+    elif target == "gpu":
+        message.backend = config.gpu.torch_backend
     elif config.production.runtime == "trt":
         message.platform = "tensorrt_plan"
         message.default_model_filename = "model.plan"
@@ -164,11 +179,11 @@ def _platform(message: mc.ModelConfig, model: ModelSpec, target: str, config: Se
 
 
 def build_model_config(model: ModelSpec, target: str, config: ServingConfig) -> mc.ModelConfig:
-    """The ModelConfig of ``model`` for target "production" or "embedded"."""
+    """The ModelConfig of ``model`` for target "production", "embedded" or "gpu"."""
     message = mc.ModelConfig(name=model.name, max_batch_size=model.max_batch_size)
     _platform(message, model, target, config)
     for tensor in model.inputs:
-        ragged = tensor.ragged and target == "embedded"
+        ragged = tensor.ragged and target in ("embedded", "gpu")
         _fill_tensor(message.input.add(optional=tensor.optional, allow_ragged_batch=ragged), tensor)
     for tensor in model.outputs:
         _fill_tensor(message.output.add(), tensor)
@@ -181,12 +196,14 @@ def build_model_config(model: ModelSpec, target: str, config: ServingConfig) -> 
             entry.input_map.update(step.inputs)
             entry.output_map.update(step.outputs)
         return message
-    instances = model.production if target == "production" else model.embedded
+    instances = {"production": model.production, "embedded": model.embedded, "gpu": model.gpu}[target]
     message.instance_group.add(kind=mc.ModelInstanceGroup.Kind.Value(instances.kind), count=instances.count)
-    for key, value in model.parameters.items():
+    for key, value in {**model.parameters, **(model.gpu_parameters if target == "gpu" else {})}.items():
         message.parameters[key].string_value = value
     if target == "embedded":
         message.parameters["EXECUTION_ENV_PATH"].string_value = config.embedded.execution_env
+    elif target == "gpu":
+        message.parameters["EXECUTION_ENV_PATH"].string_value = config.gpu.execution_env
     return message
 
 
@@ -197,6 +214,7 @@ def render_repository(config: ServingConfig) -> dict[Path, str]:
         targets = {Path(model.name, "config.pbtxt"): "production"}
         if model.kind != "ensemble":
             targets[Path(model.name, "configs", f"{config.embedded.config_name}.pbtxt")] = "embedded"
+            targets[Path(model.name, "configs", f"{config.gpu.config_name}.pbtxt")] = "gpu"
         for path, target in targets.items():
             label = f"production, {config.production.runtime}" if target == "production" else target
             files[path] = HEADER.format(target=label) + text_format.MessageToString(build_model_config(model, target, config))

@@ -19,7 +19,8 @@ from export.catalog_index import sha256_file
 from export.repo_configs import DEFAULT_REPOSITORY, load_serving_config
 
 EMBEDDER_MANIFEST = Path("token_embedder", "1", "embedder.json")
-ARTIFACTS = ("*.onnx", "*.onnx.data", "*.plan", "embedder.json", "index", "__pycache__")
+ARTIFACTS = ("*.onnx", "*.onnx.data", "*.plan", "embedder.json", "index", "__pycache__",
+             "moss", "moss_source.txt", "embedder.pt")
 
 
 def onnx_files(model_path: Path) -> list[Path]:
@@ -55,13 +56,32 @@ def publish_artifacts(
     moss_onnx: Path | None = None,
     embedder_onnx: Path | None = None,
     catalog_dir: Path | None = None,
+    moss_source: str | Path | None = None,
+    embedder_checkpoint: Path | None = None,
 ) -> None:
-    """Copy the given artifacts into ``repository``'s version folders (version 1)."""
+    """Copy the given artifacts into ``repository``'s version folders (version 1).
+
+    ``moss_source`` and ``embedder_checkpoint`` are what the `gpu` configs serve (export/torch_serving.py):
+    a MOSS checkpoint folder (copied to moss_encoder/1/moss/) or a preset name (written to moss_source.txt:
+    seeded random weights), and the TokenEmbedder training checkpoint (token_embedder/1/embedder.pt).
+    """
     if moss_onnx is not None:
         _install_onnx(moss_onnx, repository / "moss_encoder" / "1")
     if embedder_onnx is not None:
         _install_onnx(embedder_onnx, repository / "token_embedder" / "1")
         (repository / EMBEDDER_MANIFEST).write_text(json.dumps(embedder_manifest(embedder_onnx), indent=1), encoding="utf-8")
+    if moss_source is not None:
+        version = repository / "moss_encoder" / "1"
+        version.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(version / "moss", ignore_errors=True)
+        (version / "moss_source.txt").unlink(missing_ok=True)
+        if Path(moss_source).is_dir():
+            shutil.copytree(moss_source, version / "moss")
+        else:
+            (version / "moss_source.txt").write_text(str(moss_source), encoding="utf-8")
+    if embedder_checkpoint is not None:
+        (repository / "token_embedder" / "1").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(embedder_checkpoint, repository / "token_embedder" / "1" / "embedder.pt")
     if catalog_dir is not None:
         target = repository / "faiss_topk" / "1" / "index"
         shutil.rmtree(target, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Triton Python model `faiss_topk`: EMBEDDING [W, D] (+ TOP_K) -> TRACK_IDS [K], SCORES [K].
 
 Loads the catalog folder once and refuses to start when it does not belong to the deployed embedder.
-All requests of one execute() share one FAISS search (export/catalog_index.py).
+All requests of one execute() share one search (export/catalog_index.py): FAISS on CPU instances; on GPU
+instances FAISS's GPU index, or without a FAISS GPU build exact top-K in torch (export/torch_topk.py).
 """
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from export.catalog_index import CatalogMismatch, load_catalog
+from export.catalog_index import CatalogMismatch, load_catalog_for_instance
 from export.triton_model_utils import error_response, parameters
 
 
@@ -27,10 +27,9 @@ class TritonPythonModel:
         self.max_k = int(params["MAX_TOP_K"])
         embedder = self._deployed_embedder(model_dir.parent / params["EMBEDDER_MANIFEST"])
         index_dir = model_dir / args["model_version"] / params.get("INDEX_DIR", "index")
-        catalog = load_catalog(index_dir, expected_dim=self.dim, expected_embedder_sha256=embedder["onnx_sha256"])
-        if faiss.get_num_gpus() > 0 and args["model_instance_kind"] == "GPU":
-            catalog = catalog.to_gpu(int(args["model_instance_device_id"]))
-        self.catalog = catalog
+        self.catalog, where = load_catalog_for_instance(index_dir, self.dim, embedder["onnx_sha256"],
+                                                        args["model_instance_kind"], int(args["model_instance_device_id"]))
+        pb_utils.Logger.log_info(f"faiss_topk: {self.catalog.index.ntotal} vectors, searched by {where}")
 
     def _deployed_embedder(self, path: Path) -> dict[str, Any]:
         if not path.is_file():

@@ -1,0 +1,211 @@
+"""The project's PyTorch models behind Triton's Python backend (the `gpu` model configs), without pb_utils.
+
+`export/triton_backends/torch_gpu/model.py` is the thin Triton shell around these runners; everything that
+can be tested without a server lives here.
+
+Version folder artifacts (written by `python -m export publish --moss-source ... --embedder-checkpoint ...`):
+- moss_encoder/<v>/moss/ (config.json + *.safetensors in the official layout) or moss_source.txt holding a
+  spec for `training.moss.resolve_moss` ("official" / "tiny": SEEDED RANDOM WEIGHTS, for benchmarks);
+- token_embedder/<v>/embedder.pt (the training checkpoint), beside the model.onnx the catalog was built with.
+
+Where the version folder also holds the model.onnx of the same model, the runner compares the PyTorch
+weights with it once at start on a small probe (ONNX Runtime on CPU) and refuses to serve weights that
+disagree: faiss_topk checks the catalog against that ONNX file's checksum, so the GPU models must be the
+same models.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.embedder import EmbedderConfig, EmbedderFromCounts, TokenEmbedder
+from training.moss.gpu import FastMossEncoder
+from training.moss.weights import build_encoder
+
+MOSS_FOLDER = "moss"
+MOSS_SOURCE_FILE = "moss_source.txt"
+EMBEDDER_CHECKPOINT = "embedder.pt"
+DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+
+
+class ParityError(RuntimeError):
+    """The PyTorch weights of a version folder do not reproduce its ONNX model."""
+
+
+def pad_concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenate along axis 0, zero-padding every other axis to the largest request (contracts carry lengths)."""
+    if len(arrays) == 1:
+        return arrays[0]
+    shape = np.max([array.shape for array in arrays], axis=0)
+    shape[0] = sum(array.shape[0] for array in arrays)
+    out = np.zeros(shape, dtype=arrays[0].dtype)
+    row = 0
+    for array in arrays:
+        out[(slice(row, row + array.shape[0]), *(slice(0, n) for n in array.shape[1:]))] = array
+        row += array.shape[0]
+    return out
+
+
+def pick_device(instance_kind: str, device_id: int | str) -> torch.device:
+    """The instance's GPU when Triton placed it on one and CUDA works here, else the CPU."""
+    if instance_kind == "GPU" and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(device_id)}")
+    return torch.device("cpu")
+
+
+def _onnx_session(path: Path):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def moss_spec(version_dir: Path, override: str = "") -> str:
+    """What to build the encoder from: the parameter, else moss/ (a checkpoint), else moss_source.txt."""
+    if override:
+        return override
+    if (version_dir / MOSS_FOLDER).is_dir():
+        return str(version_dir / MOSS_FOLDER)
+    if (version_dir / MOSS_SOURCE_FILE).is_file():
+        return (version_dir / MOSS_SOURCE_FILE).read_text(encoding="utf-8").strip()
+    raise FileNotFoundError(f"{version_dir}: neither {MOSS_FOLDER}/ (a MOSS checkpoint) nor {MOSS_SOURCE_FILE}; "
+                            "publish with `python -m export publish --moss-source ...`")
+
+
+def bucket(value: int, buckets: Sequence[int]) -> int:
+    return next((b for b in buckets if b >= value), value)
+
+
+class EncoderRunner:
+    """WAVEFORM [B, 1, S] float32 + LENGTHS [B] -> CODES int32 [B, Q, T] + FRAME_COUNTS int64 [B].
+
+    Shapes are bucketed so CUDA graphs are reused: the batch is padded to the next of ``batch_buckets``
+    with silent rows, and S to a whole number of ``frame_bucket`` frames (right-padding changes no valid
+    code: every attention is causal). Codes are returned for the request's own T frames.
+    """
+
+    def __init__(self, version_dir: Path, device: torch.device, n_quantizers: int, *, precision: str = "fp16",
+                 moss: str = "", batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS, frame_bucket: int = 25,
+                 verify_onnx: bool = True, warmup_frames: Sequence[int] = ()) -> None:
+        self.spec = moss_spec(version_dir, moss)
+        model = build_encoder(self.spec, device)
+        self.hop = model.config.hop
+        self.n_quantizers = model.check_n_quantizers(n_quantizers)
+        self.random_weights = self.spec.removesuffix("-random") in ("official", "tiny")
+        onnx_path = version_dir / "model.onnx"
+        if verify_onnx and onnx_path.is_file():
+            self.parity = check_encoder_parity(model, onnx_path, self.n_quantizers)
+        else:
+            self.parity = None
+        self.encoder = FastMossEncoder(model, precision if device.type == "cuda" else "fp32")
+        self.device = device
+        self.batch_buckets = tuple(sorted(batch_buckets))
+        self.frame_bucket = max(1, frame_bucket)
+        for frames in warmup_frames:
+            for batch in self.batch_buckets:
+                self.run(np.zeros((batch, 1, frames * self.hop), np.float32), np.full(batch, frames * self.hop, np.int64))
+
+    def run(self, waveform: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch, _, samples = waveform.shape
+        frames = math.ceil(samples / self.hop)
+        padded_frames = math.ceil(frames / self.frame_bucket) * self.frame_bucket
+        padded_batch = bucket(batch, self.batch_buckets)
+        wave = torch.zeros(padded_batch, 1, padded_frames * self.hop, dtype=torch.float32)
+        wave[:batch, :, :samples] = torch.from_numpy(waveform)
+        lens = torch.full((padded_batch,), padded_frames * self.hop, dtype=torch.int64)
+        lens[:batch] = torch.from_numpy(lengths.reshape(-1).astype(np.int64))
+        codes, counts = self.encoder.encode(wave.to(self.device, non_blocking=True), lens.to(self.device), self.n_quantizers)
+        return (codes[:batch, :, :frames].to(torch.int32).cpu().numpy(), counts[:batch].cpu().numpy())
+
+
+def check_encoder_parity(model, onnx_path: Path, n_quantizers: int, min_level0: float = 0.99) -> dict | None:
+    """Codes of the PyTorch weights (FP32) vs the ONNX model on a 2-s probe; raises ParityError when they differ."""
+    session = _onnx_session(onnx_path)
+    if session is None:
+        return None
+    rng = np.random.default_rng(0)
+    samples = 2 * model.config.sampling_rate
+    waveform = (0.3 * rng.standard_normal((2, 1, samples))).astype(np.float32)
+    lengths = np.array([samples, samples // 2], np.int64)
+    expected, counts = session.run(["CODES", "FRAME_COUNTS"], {"WAVEFORM": waveform, "LENGTHS": lengths})
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        codes, _ = model.encode(torch.from_numpy(waveform).to(device), torch.from_numpy(lengths).to(device), n_quantizers)
+    codes = codes.cpu().numpy()
+    if codes.shape != expected.shape:
+        raise ParityError(f"{onnx_path}: the ONNX model gives codes {expected.shape}, the PyTorch weights {codes.shape}")
+    valid = np.arange(codes.shape[-1])[None, :] < counts[:, None]
+    level0 = float((codes[:, 0] == expected[:, 0])[valid].mean())
+    if level0 < min_level0:
+        raise ParityError(f"{onnx_path}: the PyTorch weights agree with the ONNX model on {level0:.1%} of level-0 "
+                          "codes: they are not the same model (publish both from one export)")
+    return {"level0": level0}
+
+
+def load_embedder_checkpoint(path: Path, device: torch.device) -> TokenEmbedder:
+    """A TokenEmbedder from the training checkpoint (`training.train.save_checkpoint` layout)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = TokenEmbedder(EmbedderConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+class EmbedderRunner:
+    """CODES int32 [B, Q, T] + FRAME_COUNTS int64 [B] -> EMBEDDING float32 [B, D] (FP32: it is small)."""
+
+    def __init__(self, version_dir: Path, device: torch.device, *, verify_onnx: bool = True) -> None:
+        path = version_dir / EMBEDDER_CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: publish with `python -m export publish --embedder-checkpoint ...`")
+        self.model = EmbedderFromCounts(load_embedder_checkpoint(path, device)).eval()
+        self.device = device
+        onnx_path = version_dir / "model.onnx"
+        self.parity = check_embedder_parity(self, onnx_path) if verify_onnx and onnx_path.is_file() else None
+
+    def run(self, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(codes).to(self.device), torch.from_numpy(counts.reshape(-1)).to(self.device))
+        return out.float().cpu().numpy()
+
+
+def check_embedder_parity(runner: EmbedderRunner, onnx_path: Path, min_cosine: float = 0.999) -> dict | None:
+    session = _onnx_session(onnx_path)
+    if session is None:
+        return None
+    levels = session.get_inputs()[0].shape[1]
+    levels = levels if isinstance(levels, int) else runner.model.embedder.cfg.n_levels
+    rng = np.random.default_rng(0)
+    counts = np.array([40, 13], np.int64)
+    codes = rng.integers(0, runner.model.embedder.cfg.codebook_size, (2, levels, 40), dtype=np.int32)
+    expected = session.run(["EMBEDDING"], {"CODES": codes, "FRAME_COUNTS": counts})[0]
+    got = runner.run(codes, counts)
+    if got.shape != expected.shape:
+        raise ParityError(f"{onnx_path}: the ONNX model gives embeddings {expected.shape}, the checkpoint {got.shape}")
+    cosine = float(np.min(np.sum(got * expected, axis=1)))
+    if cosine < min_cosine:
+        raise ParityError(f"{onnx_path}: the checkpoint's embeddings match the ONNX model's only to cosine {cosine:.4f}: "
+                          "they are not the same model (publish both from one training run)")
+    return {"min_cosine": cosine}
+
+
+def runner_options(parameters: Mapping[str, str]) -> dict:
+    """EncoderRunner keyword arguments from Triton model parameters."""
+    options: dict = {}
+    if "PRECISION" in parameters:
+        options["precision"] = parameters["PRECISION"]
+    if "MOSS_SOURCE" in parameters:
+        options["moss"] = parameters["MOSS_SOURCE"]
+    if "BATCH_BUCKETS" in parameters:
+        options["batch_buckets"] = tuple(int(v) for v in parameters["BATCH_BUCKETS"].split(","))
+    if "FRAME_BUCKET" in parameters:
+        options["frame_bucket"] = int(parameters["FRAME_BUCKET"])
+    if "WARMUP_FRAMES" in parameters:
+        options["warmup_frames"] = tuple(int(v) for v in parameters["WARMUP_FRAMES"].split(",") if v.strip())
+    if "VERIFY_ONNX" in parameters:
+        options["verify_onnx"] = parameters["VERIFY_ONNX"] not in ("0", "false", "no")
+    return options

@@ -1,0 +1,106 @@
+"""The PyTorch runners behind the `gpu` model configs (export/torch_serving.py), and those configs served by
+the real tritonserver on CPU instances (the torch_gpu backend falls back to the CPU without a GPU)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.torch_serving import EmbedderRunner, EncoderRunner, ParityError, pad_concat, runner_options
+from training.embedder import EmbedderConfig, EmbedderFromCounts, TokenEmbedder
+from training.moss import build_encoder
+
+HOP = 1920
+
+
+def test_pad_concat_pads_every_axis_but_the_first() -> None:
+    merged = pad_concat([np.ones((1, 1, 3), np.float32), np.full((2, 1, 5), 2, np.float32)])
+    assert merged.shape == (3, 1, 5) and merged[0, 0].tolist() == [1, 1, 1, 0, 0] and (merged[1:] == 2).all()
+
+
+def test_runner_options_from_parameters() -> None:
+    options = runner_options({"PRECISION": "bf16", "BATCH_BUCKETS": "1,4", "FRAME_BUCKET": "5", "WARMUP_FRAMES": "",
+                              "VERIFY_ONNX": "0", "OTHER": "x"})
+    assert options == {"precision": "bf16", "batch_buckets": (1, 4), "frame_bucket": 5, "warmup_frames": (), "verify_onnx": False}
+
+
+def test_encoder_runner_buckets_without_changing_codes(tmp_path: Path) -> None:
+    (tmp_path / "moss_source.txt").write_text("tiny")
+    runner = EncoderRunner(tmp_path, torch.device("cpu"), 8, batch_buckets=(4,), frame_bucket=7)
+    rng = np.random.default_rng(0)
+    waveform = (0.3 * rng.standard_normal((3, 1, 23 * HOP + 11))).astype(np.float32)
+    lengths = np.array([23 * HOP + 11, 9 * HOP, 15 * HOP + 3], np.int64)
+    codes, counts = runner.run(waveform, lengths)
+    with torch.inference_mode():
+        expected, expected_counts = build_encoder("tiny")(torch.from_numpy(waveform), torch.from_numpy(lengths), 8)
+    assert codes.dtype == np.int32 and codes.shape == (3, 8, 24) and counts.tolist() == expected_counts.tolist()
+    for row, count in enumerate(counts):
+        assert np.array_equal(codes[row, :, :count], expected[row, :, :count].numpy())
+
+
+def _embedder(seed: int) -> TokenEmbedder:
+    torch.manual_seed(seed)
+    return TokenEmbedder(EmbedderConfig(n_levels=4, d_model=32, n_heads=2, n_layers=1, embedding_dim=16)).eval()
+
+
+def _export(model: TokenEmbedder, path: Path) -> None:
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    torch.onnx.export(EmbedderFromCounts(model), (torch.randint(0, 1024, (2, 4, 20), dtype=torch.int32), torch.tensor([20, 9])),
+                      str(path), input_names=["CODES", "FRAME_COUNTS"], output_names=["EMBEDDING"], opset_version=17, dynamo=False,
+                      dynamic_axes={"CODES": {0: "b", 2: "t"}, "FRAME_COUNTS": {0: "b"}, "EMBEDDING": {0: "b"}})
+
+
+def test_embedder_runner_checks_its_checkpoint_against_the_onnx_model(tmp_path: Path) -> None:
+    model = _embedder(0)
+    torch.save({"model": model.state_dict(), "model_config": vars(model.cfg)}, tmp_path / "embedder.pt")
+    _export(model, tmp_path / "model.onnx")
+    runner = EmbedderRunner(tmp_path, torch.device("cpu"))
+    assert runner.parity is not None and runner.parity["min_cosine"] > 0.999
+    codes = np.random.default_rng(1).integers(0, 1024, (3, 4, 30), dtype=np.int32)
+    embedding = runner.run(codes, np.array([30, 5, 12], np.int64))
+    assert embedding.shape == (3, 16) and np.allclose(np.linalg.norm(embedding, axis=1), 1, atol=1e-5)
+    _export(_embedder(1), tmp_path / "model.onnx")  # another model's ONNX: the catalog would not match
+    with pytest.raises(ParityError, match="not the same model"):
+        EmbedderRunner(tmp_path, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path) -> None:
+    """The generated gpu configs, torch_gpu backend and catalog written without FAISS, on the real server."""
+    import tritonclient.grpc as grpcclient
+
+    from export.triton_runtime import TritonNotInstalled, find_triton_install
+
+    try:
+        find_triton_install()
+    except TritonNotInstalled as error:
+        pytest.skip(str(error))
+
+    from benchmarks.gpu import build_gpu_repository
+    from export.catalog_index import load_catalog
+    from export.torch_serving import load_embedder_checkpoint
+    from export.triton_runtime import EmbeddedTriton
+
+    repository = build_gpu_repository(tmp_path, "tiny", 500, 5, instance_kind="KIND_CPU",
+                                      gpu_parameters={"moss_encoder": {"WARMUP_FRAMES": ""}})
+    audio = (0.3 * np.random.default_rng(3).standard_normal(7 * 24000)).astype(np.float32)
+    with EmbeddedTriton(repository, model_config_name="gpu", log_path=tmp_path / "triton.log") as server:
+        with grpcclient.InferenceServerClient(server.grpc_url) as client:
+            audio_input = grpcclient.InferInput("AUDIO", [audio.size], "FP32")
+            audio_input.set_data_from_numpy(audio)
+            k_input = grpcclient.InferInput("TOP_K", [1], "INT32")
+            k_input.set_data_from_numpy(np.array([3], np.int32))
+            result = client.infer("audio_search", [audio_input, k_input])
+    tracks = [t.decode() for t in result.as_numpy("TRACK_IDS")]
+    # The same pipeline in process: one 7-s window, tiny MOSS (8 levels), the published embedder, the catalog.
+    with torch.inference_mode():
+        codes, counts = build_encoder("tiny")(torch.from_numpy(audio[None, None, :]), None, 8)
+        embedder = EmbedderFromCounts(load_embedder_checkpoint(repository / "token_embedder" / "1" / "embedder.pt", torch.device("cpu")))
+        embedding = embedder(codes.int(), counts).numpy()
+    expected = load_catalog(repository / "faiss_topk" / "1" / "index").search(embedding, 3)
+    assert tracks == expected.track_ids
+    np.testing.assert_allclose(result.as_numpy("SCORES"), expected.scores, atol=1e-4)
