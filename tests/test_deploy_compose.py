@@ -1,5 +1,5 @@
 """docker-compose.yml without Docker: the Compose Specification schema, and consistency with the repository,
-the tritonserver arguments, the Dockerfile and the secrets (docs/deploy.md, "What was verified where").
+the tritonserver arguments, the Dockerfile and the secrets (README.md, "Deploy on a GPU node").
 
 The schema is the compose-spec project's `schema/compose-spec.json` (Apache-2.0) as vendored by the PyPI
 package check-jsonschema (dev extra; 0.39.0 here), read from the installed package: nothing is downloaded.
@@ -16,7 +16,7 @@ import jsonschema
 from check_jsonschema.builtin_schemas import get_builtin_schema
 from deploy_helpers import REPO, compose, compose_raw, make_secrets, server_flags, service
 
-# Host paths compose mounts that a fresh clone does not have, and what makes them (docs/deploy.md names each).
+# Host paths compose mounts that a fresh clone does not have, and what makes them (README.md, "Deploy on a GPU node", names each).
 GENERATED_PATHS = {
     "./secrets": "deploy/make_secrets.sh",
     "./artifacts/index": "python -m export index",
@@ -59,7 +59,7 @@ def test_every_variable_has_a_default() -> None:
 
 
 def test_mounted_and_built_paths_exist_or_are_generated() -> None:
-    docs = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    docs = (REPO / "README.md").read_text(encoding="utf-8")
     for name, spec in compose()["services"].items():
         if "build" in spec:
             assert (REPO / spec["build"]["context"] / spec["build"]["dockerfile"]).is_file(), name
@@ -71,7 +71,7 @@ def test_mounted_and_built_paths_exist_or_are_generated() -> None:
             generated = next((path for path in GENERATED_PATHS if source == path or source.startswith(path + "/")), None)
             assert (REPO / source).exists() or generated, f"{name}: {source} does not exist in the repository"
             if generated:
-                assert generated in docs, f"docs/deploy.md does not explain where {generated} comes from"
+                assert generated in docs, f"README.md (Deploy on a GPU node) does not explain where {generated} comes from"
     for name, secret in compose()["secrets"].items():
         assert secret["file"].startswith("./secrets/"), name
 

@@ -143,7 +143,7 @@ def test_grpc_needs_tls_and_the_header_for_admin_calls(node: Node) -> None:
         assert client.is_model_ready("faiss_topk")
         with pytest.raises(InferenceServerException, match="restricted"):
             client.get_model_repository_index(headers={node.header: node.key})
-        # Triton 2.51 expects gRPC admin metadata under a prefixed name (docs/deploy.md).
+        # Triton 2.51 expects gRPC admin metadata under a prefixed name (README.md, "Deploy on a GPU node").
         admin = {f"triton-grpc-protocol-{node.header}": node.key}
         assert len(client.get_model_repository_index(headers=admin).models) == 5
         audio = np.frombuffer(bench_audio.query_audio(3.0, seed=7).tobytes(), dtype=np.float32)

@@ -1,5 +1,5 @@
 """TensorRT engine building: deploy/engine_profiles.txt against configs/serving.yaml, and deploy/build_engines.sh
-run with stand-ins for trtexec and nvidia-smi (the real ones need a GPU node: docs/deploy.md)."""
+run with stand-ins for trtexec and nvidia-smi (the real ones need a GPU node: README.md, "Deploy on a GPU node")."""
 from __future__ import annotations
 
 import math
