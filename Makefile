@@ -31,6 +31,8 @@ quality: setup
 	$(PY) -m training quality
 
 bench: setup
+	# perf_analyzer (tritonclient 2.50 wheel) links Debian's libb64.
+	dpkg -s libb64-0d >/dev/null 2>&1 || { apt-get update && apt-get install -y libb64-0d; }
 	$(PY) -m benchmarks perf --suite cpu
 
 clean:

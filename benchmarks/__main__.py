@@ -3,8 +3,11 @@ import sys
 from common.cli import Command, dispatch
 
 COMMANDS = {
-    "perf": Command("benchmarks.perf", "run perf_analyzer on a served model and summarise it"),
+    "perf": Command("benchmarks.perf", "run perf_analyzer on a served model and summarise it (--suite cpu: make bench)"),
     "ann": Command("benchmarks.ann", "exact vs approximate FAISS indexes on synthetic catalogs"),
+    "soak": Command("benchmarks.soak", "steady open-loop load on a running server: failures, latency, server memory"),
+    "faults": Command("benchmarks.faults", "malformed-request barrage, then check the server still answers correctly"),
+    "kill-stub": Command("benchmarks.stub_kill", "kill a Python-backend stub under load and record what Triton does"),
     "gpu": Command("benchmarks.gpu", "GPU encoder / top-K / end-to-end benchmark (run on a GPU machine)"),
 }
 
