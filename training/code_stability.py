@@ -1,7 +1,8 @@
 """`python -m training code-stability`: how stable are the tokenizer's codes under each listening condition?
 
 Per RVQ level, the share of frames whose code is unchanged when the audio is degraded (on the same
-frame grid) or shifted by a few samples, against the chance agreement of two unrelated frames.
+frame grid), cut into an excerpt (same samples, less causal context) or shifted by a few samples,
+against the chance agreement of two unrelated frames.
 This is what bounds retrieval: an embedder cannot recover a track from codes that carry no trace of it.
 """
 from __future__ import annotations
@@ -13,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from training.augment import CONDITIONS, degrade
-from training.encode import encode_clips
+from training.encode import HOP, encode_clips
 from training.moss.weights import build_encoder
 from training.synth import synthesize_track
 from training.tokenize import add_moss_arguments, moss_spec
 from training.train import resolve_device
 
 SHIFTS = (15, 60, 240, 960)
+CONTEXT_CUT_FRAMES = 25  # 2 s
 
 
 def chance_agreement(codes: list[np.ndarray]) -> list[float]:
@@ -39,6 +41,9 @@ def measure(encoder, clips: list[np.ndarray], n_quantizers: int, batch_size: int
     rows = {"chance": chance_agreement(reference)}
     for condition in CONDITIONS[1:]:
         rows[condition] = agreement(reference, encode_clips(encoder, [degrade(c, condition, rng) for c in clips], n_quantizers, batch_size, device))
+    # The same audio tokenized as an excerpt that starts CONTEXT_CUT_FRAMES frames in, on the frame grid:
+    # what differs is only the causal context the encoder had (a query never has the track's past).
+    rows["excerpt"] = agreement([r[:, CONTEXT_CUT_FRAMES:] for r in reference], encode_clips(encoder, [c[CONTEXT_CUT_FRAMES * HOP :] for c in clips], n_quantizers, batch_size, device))
     for shift in SHIFTS:
         # Frame i of the shifted clip starts `shift` samples later than frame i of the reference.
         rows[f"shift{shift}"] = agreement(reference, encode_clips(encoder, [c[shift:] for c in clips], n_quantizers, batch_size, device))
