@@ -27,6 +27,10 @@ class CropConfig:
     window_frames: int = WINDOW_FRAMES
     min_crop_frames: int = 12  # shortest query, about 1 s
     max_crop_frames: int = 125
+    # Share of pairs whose positive is a crop of the anchor's own clean tokens. Views of a random-weight
+    # tokenizer share few codes with the catalog (see code-stability), and with only those positives the
+    # loss collapses to uniform embeddings; identical-code pairs keep a matching signal from the start.
+    token_crop_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class ViewPairDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         track = index % len(self.track_ids)
         views, clean = self.views[track], self.clean[track]
+        if self.rng.random() < self.crop.token_crop_share:
+            return self._token_crop_pair(clean)
         k = int(self.rng.integers(len(views.lengths)))
         query = views.view(k)
         # Online token-level augmentation: a random crop of the view (at least min_crop_frames).
@@ -94,6 +100,14 @@ class ViewPairDataset(Dataset):
         offset = int(self.rng.integers(0, query.shape[1] - length + 1))
         anchor_start = window_around(clean.shape[1], int(views.starts[k]) + offset, length, self.crop.window_frames, self.rng)
         return clean[:, anchor_start : anchor_start + self.crop.window_frames], query[:, offset : offset + length]
+
+
+    def _token_crop_pair(self, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        window = min(self.crop.window_frames, clean.shape[1])
+        start = int(self.rng.integers(0, clean.shape[1] - window + 1))
+        length = int(self.rng.integers(min(self.crop.min_crop_frames, window), min(self.crop.max_crop_frames, window) + 1))
+        offset = start + int(self.rng.integers(0, window - length + 1))
+        return clean[:, start : start + window], clean[:, offset : offset + length]
 
 
 def pad_batch(sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
