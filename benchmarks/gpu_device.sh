@@ -14,30 +14,31 @@ python3 -c "import tarfile; tarfile.open('.whl/triton.tar.xz').extractall('/tmp/
 VENV=$(python3 -c "import sys; print(sys.prefix)")
 SITE=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 printf '%s\n/tmp/site\n' "$REPO" > "$SITE/project.pth"
-python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.whl/perf_analyzer.xz'), open('$VENV/bin/perf_analyzer','wb'))" && chmod +x $VENV/bin/perf_analyzer
+python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.whl/perf_analyzer.xz'), open('$VENV/bin/perf_analyzer','wb'))" && chmod +x "$VENV/bin/perf_analyzer"
 cp .whl/libb64.so.0d /tmp/libs/
-ln -sf $(ls /tmp/site/nvidia_pytriton.libs/libcudart-*.so.12* | head -1) /tmp/libs/libcudart.so.12
+cudart=(/tmp/site/nvidia_pytriton.libs/libcudart-*.so.12*)
+ln -sf "${cudart[0]}" /tmp/libs/libcudart.so.12
 # benchmarks/perf_analyzer.py finds libcudart.so.12 through the nvidia-cuda-runtime-cu12 package layout
-mkdir -p $SITE/nvidia/cuda_runtime/lib && ln -sf /tmp/libs/libcudart.so.12 $SITE/nvidia/cuda_runtime/lib/libcudart.so.12
+mkdir -p "$SITE/nvidia/cuda_runtime/lib" && ln -sf /tmp/libs/libcudart.so.12 "$SITE/nvidia/cuda_runtime/lib/libcudart.so.12"
 chmod +x /tmp/site/pytriton/tritonserver/bin/* /tmp/site/pytriton/tritonserver/python_backend_stubs/*/triton_python_backend_stub 2>/dev/null
 # The Triton 2.51 backend stub is built against NumPy 1.x (NumPy 2 gives its output tensors 0 bytes): the
 # stubs get their own environment with numpy 1.26 first and the image's packages (torch...) after it.
 python3 -m venv --without-pip /tmp/stubenv
 STUBSITE=$(/tmp/stubenv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 python3 -c "import tarfile; tarfile.open('.whl/numpy.tar.xz').extractall('$STUBSITE')"
-echo "import site; site.addsitedir('$SITE')" > $STUBSITE/zz_image.pth
+echo "import site; site.addsitedir('$SITE')" > "$STUBSITE/zz_image.pth"
 mkdir -p /tmp/e2e && ln -sfn /tmp/stubenv /tmp/e2e/.venv
 /tmp/stubenv/bin/python -c "import numpy, torch, onnxruntime, training.moss; print('stub env: numpy', numpy.__version__, 'torch', torch.__version__)"
-export LD_LIBRARY_PATH=/tmp/libs:$LD_LIBRARY_PATH
-export PATH=$VENV/bin:$PATH
-ldd $VENV/bin/perf_analyzer | grep "not found"
-ls $VENV/bin/activate $SITE/project.pth
+export LD_LIBRARY_PATH="/tmp/libs:${LD_LIBRARY_PATH:-}"
+export PATH="$VENV/bin:$PATH"
+ldd "$VENV/bin/perf_analyzer" | grep "not found"
+ls "$VENV/bin/activate" "$SITE/project.pth"
 if [ -z "$SKIP_TESTS" ]; then
   echo "== GPU tests"
   timeout 170 python3 -m pytest -q -x -p no:cacheprovider --noconftest tests/test_moss_gpu.py tests/test_torch_topk.py tests/test_torch_serving.py -k "not interpreter and not gpu_configs" 2>&1 | tail -15
 fi
 echo "== benchmark"
-timeout ${BENCH_TIMEOUT:-400} python3 -m benchmarks gpu --out $OUT --work-dir /tmp/e2e "$@" > $OUT/log.txt 2>&1
+timeout "${BENCH_TIMEOUT:-400}" python3 -m benchmarks gpu --out "$OUT" --work-dir /tmp/e2e "$@" > "$OUT/log.txt" 2>&1
 echo "== exit $?"
-grep -E "Error|error|Traceback" $OUT/log.txt | head -20
-tail -70 $OUT/log.txt
+grep -E "Error|error|Traceback" "$OUT/log.txt" | head -20
+tail -70 "$OUT/log.txt"
