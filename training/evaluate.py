@@ -27,6 +27,7 @@ from training.tokenize import add_moss_arguments, moss_spec
 from training.train import load_embedder, resolve_device
 
 PROTOCOLS = ("same_file_aug", "cross_chunk")
+QUERY_ALIGNMENTS = ("sample", "frame", "start")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def build_catalog(tracks: dict[str, list[TokenFile]], window_frames: int, hop_fr
 
 
 def make_queries(tracks: dict[str, list[TokenFile]], track_ids: list[str], audio_paths: dict[str, Path], lengths: list[float], conditions: list[str], seed: int, protocol: str, alignment: str) -> list[Query]:
-    """Fixed-seed excerpts; ``alignment`` "frame" starts them on the catalog's 1,920-sample grid, "sample" anywhere."""
+    """Fixed-seed excerpts; ``alignment``: "sample" starts them anywhere, "frame" on the catalog's 1,920-sample
+    grid, "start" where the catalog's tokens start (same samples and same causal context as the catalog)."""
     grid = HOP if alignment == "frame" else 1
     rng = np.random.default_rng(seed)
     queries = []
@@ -76,7 +78,7 @@ def make_queries(tracks: dict[str, list[TokenFile]], track_ids: list[str], audio
                 size = int(seconds * SAMPLE_RATE)
                 first = int(begin * SAMPLE_RATE)
                 last = max(first, int(end * SAMPLE_RATE) - size)
-                offset = int(rng.integers(-(-first // grid), max(-(-first // grid), last // grid) + 1)) * grid
+                offset = first if alignment == "start" else int(rng.integers(-(-first // grid), max(-(-first // grid), last // grid) + 1)) * grid
                 excerpt = audio[offset : offset + size]
                 queries.append(Query(t, c, condition, seconds, degrade(excerpt, condition, rng)))
     return queries
@@ -117,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits-root", type=Path, default=Path("artifacts/splits"))
     parser.add_argument("--audio-root", type=Path, default=Path("artifacts/audio"), help="where the queries are cut from (file stem = track id)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="same_file_aug")
-    parser.add_argument("--query-alignment", choices=("sample", "frame"), default="sample", help="sample: excerpts start anywhere (a live query); frame: on the 1,920-sample frame grid")
+    parser.add_argument("--query-alignment", choices=QUERY_ALIGNMENTS, default="sample", help="sample: excerpts start anywhere (a live query); frame: on the 1,920-sample frame grid; start: where the catalog tokens start")
     parser.add_argument("--query-seconds", type=float, nargs="+", default=[1.0, 2.0, 5.0, 10.0])
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--window-frames", type=int, default=WINDOW_FRAMES, help="catalog segment length in frames (12.5 per second)")
