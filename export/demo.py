@@ -23,15 +23,13 @@ from training.pipeline import PipelineConfig, PipelinePaths, run_step, run_train
 
 
 def build_serving_artifacts(paths: PipelinePaths, onnx_dir: Path, index_dir: Path, n_quantizers: int, timings: dict[str, float]) -> tuple[Path, Path]:
-    """ONNX exports and the catalog from the last epoch's embedder: with the tiny random tokenizer the
-    validation recall on degraded views stays near chance, so "best" would be an arbitrary early epoch."""
     moss_onnx, embedder_onnx = onnx_dir / "moss_encoder.onnx", onnx_dir / "token_embedder.onnx"
     if not moss_onnx.exists():
         run_step("moss-onnx", "export.moss_onnx", ["--moss-config", "tiny", "--output", str(moss_onnx), "--n-quantizers", str(n_quantizers)], timings)
     if not embedder_onnx.exists():
-        run_step("embedder-onnx", "export.embedder_onnx", ["--checkpoint", str(paths.last_checkpoint), "--output", str(embedder_onnx), "--n-quantizers", str(n_quantizers)], timings)
+        run_step("embedder-onnx", "export.embedder_onnx", ["--checkpoint", str(paths.best_checkpoint), "--output", str(embedder_onnx), "--n-quantizers", str(n_quantizers)], timings)
     if not (index_dir / "manifest.json").exists():
-        run_step("index", "export.index", ["--checkpoint", str(paths.last_checkpoint), "--embedder-onnx", str(embedder_onnx), "--tokens-root", str(paths.tokens), "--output", str(index_dir), "--n-quantizers", str(n_quantizers)], timings)
+        run_step("index", "export.index", ["--checkpoint", str(paths.best_checkpoint), "--embedder-onnx", str(embedder_onnx), "--tokens-root", str(paths.tokens), "--output", str(index_dir), "--n-quantizers", str(n_quantizers)], timings)
     return moss_onnx, embedder_onnx
 
 

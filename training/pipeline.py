@@ -41,10 +41,6 @@ class PipelinePaths:
     def best_checkpoint(self) -> Path:
         return self.checkpoints / "best.pt"
 
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.pt"
-
 
 def paths_of(work_dir: Path) -> PipelinePaths:
     return PipelinePaths(*(work_dir / n for n in ("audio", "tokens", "splits", "views", "checkpoints")))
