@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from export.torch_serving import EmbedderRunner, EncoderRunner, ParityError, pad_concat, runner_options
+from export.ragged import pad_concat
+from export.torch_serving import EmbedderRunner, EncoderRunner, ParityError, runner_options
 from training.embedder import EmbedderConfig, EmbedderFromCounts, TokenEmbedder
 from training.moss import build_encoder
 

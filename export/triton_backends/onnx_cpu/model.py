@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from export.ragged import pad_concat
 from export.triton_model_utils import error_response, parameters
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -61,17 +62,6 @@ def _fit_rank(array: np.ndarray, rank: int) -> np.ndarray:
     return array
 
 
-def _pad_concat(arrays: list[np.ndarray]) -> np.ndarray:
-    shape = np.max([array.shape for array in arrays], axis=0)
-    shape[0] = sum(array.shape[0] for array in arrays)
-    out = np.zeros(shape, dtype=arrays[0].dtype)
-    row = 0
-    for array in arrays:
-        out[(slice(row, row + array.shape[0]), *(slice(0, n) for n in array.shape[1:]))] = array
-        row += array.shape[0]
-    return out
-
-
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
@@ -106,7 +96,7 @@ class TritonPythonModel:
         names = [spec.name for spec in self.outputs]
         if len(feeds) == 1:  # as is: without batching, outputs need not share the inputs' first axis
             return [dict(zip(names, self.session.run(names, feeds[0])))]
-        merged = {spec.name: _pad_concat([feed[spec.name] for feed in feeds]) for spec in self.inputs}
+        merged = {spec.name: pad_concat([feed[spec.name] for feed in feeds]) for spec in self.inputs}
         outputs = dict(zip(names, self.session.run(names, merged)))
         bounds = np.cumsum([0] + [next(iter(feed.values())).shape[0] for feed in feeds])
         return [{name: value[a:b] for name, value in outputs.items()} for a, b in zip(bounds[:-1], bounds[1:])]

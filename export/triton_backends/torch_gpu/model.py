@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from export.torch_serving import EmbedderRunner, EncoderRunner, pad_concat, pick_device, runner_options
+from export.ragged import pad_concat
+from export.torch_serving import EmbedderRunner, EncoderRunner, pick_device, runner_options
 from export.triton_model_utils import error_response, parameters
 
 
