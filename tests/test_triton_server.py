@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,6 +74,17 @@ def request_counts(client: grpcclient.InferenceServerClient, model: str) -> np.n
     return np.array([int(stats["inference_stats"]["success"].get("count", 0)), int(stats.get("execution_count", 0))])
 
 
+def counts_since(client: grpcclient.InferenceServerClient, model: str, before: np.ndarray, requests: int, timeout_s: float = 10.0) -> np.ndarray:
+    """Requests and executions since ``before``, once the statistics show all ``requests``: Triton
+    records them after sending the responses, so a read right after the last reply can lag behind."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        delta = request_counts(client, model) - before
+        if delta[0] >= requests or time.monotonic() > deadline:
+            return delta
+        time.sleep(0.05)
+
+
 def noise(seconds: float, seed: int) -> np.ndarray:
     return (0.3 * np.random.default_rng(seed).standard_normal(round(seconds * SAMPLE_RATE))).astype(np.float32)
 
@@ -112,7 +124,7 @@ def test_dynamic_batching_groups_concurrent_requests(grpc: grpcclient.InferenceS
     results = async_searches(grpc, [noise(1.5 + 0.25 * (i % 8), seed=100 + i) for i in range(24)])
     assert not [r for r in results if isinstance(r, InferenceServerException)]
     for model, counts in before.items():
-        requests, executions = request_counts(grpc, model) - counts
+        requests, executions = counts_since(grpc, model, counts, 24)
         assert requests == 24, model
         assert executions < requests, f"{model}: {executions} executions for {requests} requests"
 
@@ -179,7 +191,7 @@ def test_onnx_cpu_batches_requests_of_different_lengths(grpc: grpcclient.Inferen
         prepared.append(inputs)
     before = request_counts(grpc, "token_embedder")
     outputs = infer_concurrently(grpc, "token_embedder", prepared)
-    requests_served, executions = request_counts(grpc, "token_embedder") - before
+    requests_served, executions = counts_since(grpc, "token_embedder", before, len(requests))
     assert requests_served == len(requests) and executions < len(requests), "the requests were not batched"
     for (codes, counts), output in zip(requests, outputs):
         assert not isinstance(output, InferenceServerException), output
