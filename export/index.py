@@ -15,7 +15,7 @@ import numpy as np
 
 from common.cli import run_module
 from export.catalog_index import INDEX_TYPES, add_to_catalog, build_index, load_catalog, sha256_file, write_catalog
-from training.dataset import HOP_FRAMES, WINDOW_FRAMES, catalog_windows
+from training.dataset import build_catalog
 from training.retrieval import EmbedFn, embed_sequences
 from training.token_files import TokenFile, load_tracks
 
@@ -33,17 +33,12 @@ def onnx_embed_fn(onnx_path: Path) -> EmbedFn:
 
 def catalog_segments(tracks: dict[str, list[TokenFile]]) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
     """Segment windows of every track, the track index of each segment, and the track metadata."""
-    segments: list[np.ndarray] = []
-    segment_track: list[int] = []
-    metadata: list[dict] = []
-    for offset, track_id in enumerate(sorted(tracks)):
-        chunks = tracks[track_id]
-        for chunk in chunks:
-            windows = catalog_windows(chunk.codes, WINDOW_FRAMES, HOP_FRAMES)
-            segments.extend(windows)
-            segment_track.extend([offset] * len(windows))
-        metadata.append({"track_id": track_id, "duration_s": round(sum(c.duration_s for c in chunks), 3), "source_path": chunks[0].source_path})
-    return segments, np.array(segment_track, dtype=np.int64), metadata
+    catalog = build_catalog(tracks)
+    metadata = [
+        {"track_id": t, "duration_s": round(sum(c.duration_s for c in tracks[t]), 3), "source_path": tracks[t][0].source_path}
+        for t in catalog.track_ids
+    ]
+    return catalog.segments, catalog.segment_track, metadata
 
 
 def ensure_embedder_onnx(checkpoint: Path, onnx_path: Path, n_quantizers: int) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.token_files import load_tracks
+from training.token_files import TokenFile, load_tracks
 
 # Catalog segments: 10-s windows (12.5 frames/s) with 50 % overlap, so any query up to 5 s
 # lies wholly inside one segment. Shared by training, evaluation and the served index.
@@ -136,3 +136,25 @@ def catalog_windows(codes: np.ndarray, window_frames: int, hop_frames: int) -> l
     if starts[-1] != n_frames - window_frames:
         starts.append(n_frames - window_frames)
     return [codes[:, s : s + window_frames] for s in starts]
+
+
+@dataclass
+class SegmentCatalog:
+    """Every track's catalog windows, with the track (index into ``track_ids``) and chunk of each."""
+
+    track_ids: list[str]
+    segments: list[np.ndarray]
+    segment_track: np.ndarray
+    segment_chunk: np.ndarray
+
+
+def build_catalog(tracks: dict[str, list[TokenFile]], window_frames: int = WINDOW_FRAMES, hop_frames: int = HOP_FRAMES) -> SegmentCatalog:
+    track_ids = sorted(tracks)
+    segments, seg_track, seg_chunk = [], [], []
+    for t, track_id in enumerate(track_ids):
+        for chunk in tracks[track_id]:
+            for window in catalog_windows(chunk.codes, window_frames, hop_frames):
+                segments.append(window)
+                seg_track.append(t)
+                seg_chunk.append(chunk.chunk_index)
+    return SegmentCatalog(track_ids, segments, np.array(seg_track, dtype=np.int64), np.array(seg_chunk, dtype=np.int64))

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
 from training.augment import CONDITIONS, degrade
-from training.dataset import HOP_FRAMES, WINDOW_FRAMES, catalog_windows
+from training.dataset import HOP_FRAMES, WINDOW_FRAMES, build_catalog
 from training.encode import HOP, encode_clips
 from training.metrics import ranks_of_targets, retrieval_metrics
 from training.moss.weights import build_encoder
@@ -37,26 +37,6 @@ class Query:
     condition: str
     seconds: float
     waveform: np.ndarray
-
-
-@dataclass
-class Catalog:
-    track_ids: list[str]
-    segments: list[np.ndarray]
-    segment_track: np.ndarray
-    segment_chunk: np.ndarray
-
-
-def build_catalog(tracks: dict[str, list[TokenFile]], window_frames: int, hop_frames: int) -> Catalog:
-    track_ids = sorted(tracks)
-    segments, seg_track, seg_chunk = [], [], []
-    for t, track_id in enumerate(track_ids):
-        for chunk in tracks[track_id]:
-            for window in catalog_windows(chunk.codes, window_frames, hop_frames):
-                segments.append(window)
-                seg_track.append(t)
-                seg_chunk.append(chunk.chunk_index)
-    return Catalog(track_ids, segments, np.array(seg_track), np.array(seg_chunk))
 
 
 def make_queries(tracks: dict[str, list[TokenFile]], track_ids: list[str], audio_paths: dict[str, Path], lengths: list[float], conditions: list[str], seed: int, protocol: str, alignment: str) -> list[Query]:

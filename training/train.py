@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common.yaml_config import load_yaml, to_dict
-from training.dataset import HOP_FRAMES, CropConfig, ViewPairDataset, catalog_windows, collate_pairs, load_views
+from training.dataset import HOP_FRAMES, CropConfig, ViewPairDataset, build_catalog, collate_pairs, load_views
 from training.embedder import EmbedderConfig, TokenEmbedder
 from training.losses import nt_xent
 from training.metrics import ranks_of_targets, recall_at_k
@@ -75,17 +75,13 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def validation_recall_at_1(model: TokenEmbedder, views_root: Path, tokens_root: Path, track_ids: list[str], cfg: TrainConfig, device: torch.device) -> float:
     """Catalog: clean windows of the val tracks; queries: each track's first view (a degraded excerpt)."""
-    tracks = load_tracks(tokens_root, track_ids)
-    segments, segment_track, queries = [], [], []
-    for index, track_id in enumerate(track_ids):
-        for window in catalog_windows(tracks[track_id][0].codes, cfg.crop.window_frames, HOP_FRAMES):
-            segments.append(window)
-            segment_track.append(index)
-        queries.append(load_views(views_root, track_id).view(0))
+    # The first chunk only, as the training pairs use (views are cut from whole-track tokens).
+    catalog = build_catalog({t: files[:1] for t, files in load_tracks(tokens_root, track_ids).items()}, cfg.crop.window_frames, HOP_FRAMES)
+    queries = [load_views(views_root, track_id).view(0) for track_id in catalog.track_ids]
     model.eval()
     embed = torch_embed_fn(model, device)
-    order, _ = rank_tracks_exact(embed_sequences(embed, queries), embed_sequences(embed, segments), np.array(segment_track), len(track_ids))
-    ranks = ranks_of_targets([list(row) for row in order], list(range(len(track_ids))))
+    order, _ = rank_tracks_exact(embed_sequences(embed, queries), embed_sequences(embed, catalog.segments), catalog.segment_track, len(catalog.track_ids))
+    ranks = ranks_of_targets([list(row) for row in order], list(range(len(catalog.track_ids))))
     return recall_at_k(ranks, 1)
 
 
