@@ -9,6 +9,7 @@ COMMANDS = {
     "faults": Command("benchmarks.faults", "malformed-request barrage, then check the server still answers correctly"),
     "kill-stub": Command("benchmarks.stub_kill", "kill a Python-backend stub under load and record what Triton does"),
     "gpu": Command("benchmarks.gpu", "GPU encoder / top-K / end-to-end benchmark (run on a GPU machine)"),
+    "report": Command("benchmarks.report", "run-over-run trend tables and a PNG from the run-metrics database (--db URL)"),
 }
 
 if __name__ == "__main__":

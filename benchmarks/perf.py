@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.machine import machine_info
+from common.metrics_db import LatencyPoint, add_metrics_arguments, metrics_target, record_benchmark
 from benchmarks.perf_analyzer import PerfAnalyzerUnavailable, PerfPoint, PerfSettings, perf_environment, run_perf_analyzer
 from benchmarks.perf_inputs import MODELS
 from benchmarks.plots import plot_throughput_latency
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stability-percentage", type=int, default=PerfSettings.stability_percentage)
     parser.add_argument("--max-trials", type=int, default=PerfSettings.max_trials)
     add_mix_arguments(parser)
+    add_metrics_arguments(parser)
     suite = parser.add_argument_group("suite")
     suite.add_argument("--ann-sizes", default="100000,1000000", help="catalog sizes of the ANN comparison (default: %(default)s)")
     suite.add_argument("--chain-queries", type=int, default=24, help="queries of the ensemble-vs-chain comparison")
@@ -103,6 +105,17 @@ def measure_levels(model: str, input_file: Path, levels: list[int], settings: Pe
     return points
 
 
+def record_curves(args: argparse.Namespace, curves: dict[str, dict]) -> None:
+    """Each configuration's points into the run-metrics database, when one is given."""
+    target = metrics_target(args)
+    if target is None:
+        return
+    for label, entry in curves.items():
+        points = [LatencyPoint(p.concurrency, p.throughput, p.p50_ms, p.p95_ms, p.p99_ms) for p in entry["points"]]
+        record_benchmark(target, "perf_analyzer", entry["model"], label, args.protocol, points)
+    print(f"recorded {len(curves)} configurations for run {target.run_id}")
+
+
 def perf_settings(args: argparse.Namespace, url: str) -> PerfSettings:
     window_ms = args.measurement_interval or (SUITE_WINDOW_MS if args.suite else SINGLE_WINDOW_MS)
     return PerfSettings(url=url, protocol=args.protocol, measurement_interval_ms=window_ms,
@@ -117,14 +130,17 @@ def run_single(args: argparse.Namespace) -> int:
     input_file = workload.input_file(args.model)
     with server_urls(args, out_dir) as urls:
         points = measure_levels(args.model, input_file, args.concurrency, perf_settings(args, urls[args.protocol]), out_dir)
+    curves = {args.model: {"model": args.model, "points": points}}
     write_summary(out_dir, {"machine": machine_info(), "protocol": args.protocol, "mix": workload.spec, "input_data": str(input_file),
-                            "configs": {args.model: {"model": args.model, "points": points}}})
+                            "configs": curves})
+    record_curves(args, curves)
     plot_throughput_latency({args.model: points}, out_dir / "throughput_vs_p95.png", f"{args.model} ({args.protocol})")
     print(f"results: {out_dir}")
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
+    metrics_target(args)  # a --db without --run-id fails before the measurements, not after
     try:
         perf_environment()
         if args.suite == "cpu":

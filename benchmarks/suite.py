@@ -21,7 +21,7 @@ from benchmarks.ann import INDEX_KINDS, ann_summary, run_ann
 from benchmarks.batching import ort_batch_scaling
 from benchmarks.chain import compare_ensemble_chain
 from benchmarks.machine import machine_info
-from benchmarks.perf import measure_levels, perf_settings
+from benchmarks.perf import measure_levels, perf_settings, record_curves
 from benchmarks.perf_analyzer import PerfPoint
 from benchmarks.plots import plot_ann, plot_throughput_latency
 from benchmarks.real_inputs import query_tensors
@@ -133,6 +133,7 @@ def run_cpu_suite(args: argparse.Namespace) -> int:
     table = _table(summary)
     (out_dir / "table.txt").write_text(table + "\n", encoding="utf-8")
     write_summary(out_dir, summary)
+    record_curves(args, curves)
     publish_latest(out_dir)
     print(table)
     print(f"results: {out_dir} (copied to benchmarks/results/latest)")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from common.cli import run_module
+from common.metrics_db import add_metrics_arguments, metrics_target, record_index_build
 from export.catalog_index import INDEX_TYPES, add_to_catalog, build_index, load_catalog, sha256_file, write_catalog
 from training.dataset import build_catalog
 from training.retrieval import EmbedFn, embed_sequences
@@ -66,9 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-quantizers", type=int, default=32, help="RVQ levels of the tokens (the embedder's CODES input)")
     parser.add_argument("--moss-config", default="tiny", help="MOSS preset or weights folder for --audio-root")
     parser.add_argument("--batch-size", type=int, default=64)
+    add_metrics_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
+    target = metrics_target(args)
+    started = time.perf_counter()
     onnx_path = ensure_embedder_onnx(args.checkpoint, args.embedder_onnx or args.output.parent / "token_embedder.onnx", args.n_quantizers)
     embedder_sha = sha256_file(onnx_path)
     with tempfile.TemporaryDirectory() as scratch:
@@ -91,4 +96,6 @@ def main(args: argparse.Namespace) -> int:
             embeddings = embed_sequences(embed, segments, args.batch_size)
             manifest = write_catalog(args.output, build_index(embeddings, args.index_type), segment_track, metadata, embedder_sha, args.index_type)
     print(json.dumps({k: manifest[k] for k in manifest if k != "files"}))
+    if target is not None:
+        record_index_build(target, str(args.output), manifest, round(time.perf_counter() - started, 3))
     return 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from common.cli import run_module
+from common.metrics_db import connect, run_query
 from common.yaml_config import load_yaml, save_yaml
 from training.token_files import list_token_paths, load_token_file
 from training.train import TrainConfig
@@ -89,8 +90,11 @@ def test_splits_views_train_evaluate(catalog: Path, tokens: Path, tmp_path: Path
         "--checkpoint", str(checkpoints / "best.pt"), "--split", "test", "--output-json", str(report), "--use-faiss",
         "--tokens-root", str(tokens), "--splits-root", str(splits), "--audio-root", str(catalog / "audio"),
         "--query-seconds", "1", "5", "--n-quantizers", "8", "--device", "cpu",
+        "--db", f"sqlite:///{tmp_path / 'metrics.sqlite'}", "--run-id", "run-a",
     ]) == 0
     result = json.loads(report.read_text())
+    recorded = run_query(connect(f"sqlite:///{tmp_path / 'metrics.sqlite'}"), "quality_trend")
+    assert [(row[0], row[6]) for row in recorded[1]] == [("run-a", result["recall@1"])]
     for key in ("recall@1", "recall@10", "recall@100", "mrr", "queries", "catalog_tracks", "by_condition", "by_length"):
         assert key in result
     assert result["catalog_tracks"] == 3 and result["queries"] == 3 * 2 * 7

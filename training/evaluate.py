@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.metrics_db import add_metrics_arguments, metrics_target, record_quality
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
 from training.augment import CONDITIONS, degrade
 from training.dataset import HOP_FRAMES, WINDOW_FRAMES, build_catalog
@@ -108,6 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--plot", type=Path, default=None, help="PNG of recall@1 vs query length (default: next to the JSON)")
     add_moss_arguments(parser)
+    add_metrics_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -150,6 +152,9 @@ def main(args: argparse.Namespace) -> int:
     result.update({"split": args.split, "protocol": args.protocol, "query_alignment": args.query_alignment, "checkpoint": str(args.checkpoint), "moss": moss_spec(args), "seed": args.seed})
     args.output_json.parent.mkdir(parents=True, exist_ok=True)
     args.output_json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    target = metrics_target(args)
+    if target is not None:
+        print(f"recorded {record_quality(target, result)} quality rows for run {target.run_id}")
     plot = args.plot or args.output_json.with_suffix(".png")
     plot_recall_vs_length(result["by_condition_length"], args.query_seconds, plot)
     print(json.dumps({k: result[k] for k in ("recall@1", "recall@10", "recall@100", "mrr", "queries", "catalog_tracks")}))
