@@ -13,7 +13,7 @@ from training.embedder import EmbedderConfig, EmbedderFromCounts, TokenEmbedder
 from training.losses import nt_xent
 from training.metrics import mean_reciprocal_rank, ranks_of_targets, recall_at_k, retrieval_metrics
 from training.retrieval import embed_sequences, rank_tracks_exact, rank_tracks_faiss, torch_embed_fn
-from training.splits import assign_splits
+from training.splits import assign_splits, assign_splits_by_hash
 
 SMALL = EmbedderConfig(n_levels=4, codebook_size=64, d_model=32, n_heads=2, n_layers=2, embedding_dim=16, dropout=0.0)
 
@@ -30,8 +30,20 @@ def test_splits_are_disjoint_complete_and_deterministic() -> None:
 
 
 def test_splits_reject_bad_ratios() -> None:
-    with pytest.raises(ValueError, match="ratios"):
-        assign_splits(["a", "b"], 0.6, 0.5, seed=1)
+    for assign in (assign_splits, assign_splits_by_hash):
+        with pytest.raises(ValueError, match="ratios"):
+            assign(["a", "b"], 0.6, 0.5, seed=1)
+
+
+def test_hash_splits_keep_every_track_in_place_as_the_catalog_grows() -> None:
+    ids = [f"track_{i:04d}" for i in range(2000)]
+    grown = assign_splits_by_hash(ids, 0.1, 0.2, seed=42)
+    first = assign_splits_by_hash(ids[:500], 0.1, 0.2, seed=42)
+    for name, members in first.items():
+        assert set(members) <= set(grown[name])
+    assert set().union(*map(set, grown.values())) == set(ids) and sum(map(len, grown.values())) == len(ids)
+    assert abs(len(grown["test"]) / len(ids) - 0.2) < 0.03 and abs(len(grown["val"]) / len(ids) - 0.1) < 0.03
+    assert grown != assign_splits_by_hash(ids, 0.1, 0.2, seed=7)
 
 
 def test_padding_changes_nothing_in_the_embedding() -> None:

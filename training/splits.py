@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -9,11 +10,30 @@ from pathlib import Path
 from training.token_files import list_track_ids
 
 SPLIT_NAMES = ("train", "val", "test")
+METHODS = ("shuffle", "hash")
+
+
+def _check_ratios(val_ratio: float, test_ratio: float) -> None:
+    if not 0 <= val_ratio < 1 or not 0 <= test_ratio < 1 or val_ratio + test_ratio >= 1:
+        raise ValueError(f"ratios must be in [0, 1) and sum below 1, got val={val_ratio} test={test_ratio}")
+
+
+def assign_splits_by_hash(track_ids: list[str], val_ratio: float, test_ratio: float, seed: int) -> dict[str, list[str]]:
+    """Each track's split from a hash of (seed, id) alone: adding tracks never moves an existing one, so a
+    growing catalog keeps its test set and run-over-run quality numbers stay comparable."""
+    _check_ratios(val_ratio, test_ratio)
+    splits: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
+    for track_id in sorted(set(track_ids)):
+        digest = hashlib.sha256(f"{seed}:{track_id}".encode("utf-8")).digest()
+        position = int.from_bytes(digest[:8], "big") / 2**64
+        name = "test" if position < test_ratio else "val" if position < test_ratio + val_ratio else "train"
+        splits[name].append(track_id)
+    return splits
 
 
 def assign_splits(track_ids: list[str], val_ratio: float, test_ratio: float, seed: int) -> dict[str, list[str]]:
-    if not 0 <= val_ratio < 1 or not 0 <= test_ratio < 1 or val_ratio + test_ratio >= 1:
-        raise ValueError(f"ratios must be in [0, 1) and sum below 1, got val={val_ratio} test={test_ratio}")
+    """Exact split sizes from a seeded shuffle (a fixed catalog)."""
+    _check_ratios(val_ratio, test_ratio)
     ordered = sorted(set(track_ids))
     random.Random(seed).shuffle(ordered)
     n_test = round(len(ordered) * test_ratio)
@@ -44,12 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-ratio", type=float, default=0.1)
     parser.add_argument("--test-ratio", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--method", choices=METHODS, default="shuffle",
+                        help="shuffle: exact sizes for a fixed catalog; hash: a track keeps its split as the catalog grows (default: %(default)s)")
 
 
 def main(args: argparse.Namespace) -> int:
     track_ids = list_track_ids(args.tokens_root)
     if not track_ids:
         raise SystemExit(f"no token files under {args.tokens_root}")
-    summary = write_splits(assign_splits(track_ids, args.val_ratio, args.test_ratio, args.seed), args.output_root, args.seed)
+    assign = assign_splits_by_hash if args.method == "hash" else assign_splits
+    summary = write_splits(assign(track_ids, args.val_ratio, args.test_ratio, args.seed), args.output_root, args.seed)
     print(json.dumps(summary))
     return 0
