@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+# Apache Airflow gets its own environment: its pins are not the project's, and its DAG only calls our CLIs.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_LOCK := pipelines/requirements-airflow.txt
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-$(shell cat $(AIRFLOW_LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: setup test demo serve quality bench clean
+.PHONY: setup airflow-setup test demo serve quality bench pipeline report clean
 
 setup: $(SETUP_STAMP)
 
@@ -18,7 +22,16 @@ $(SETUP_STAMP): pyproject.toml Makefile
 	rm -f $(VENV)/.setup-*
 	touch $@
 
-test: setup
+airflow-setup: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): $(AIRFLOW_LOCK)
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install -q -r $(AIRFLOW_LOCK)
+	rm -f $(AIRFLOW_VENV)/.setup-*
+	touch $@
+
+test: setup airflow-setup
 	$(PY) -m pytest -q
 
 demo: setup
@@ -34,6 +47,12 @@ bench: setup
 	# perf_analyzer (tritonclient 2.50 wheel) links Debian's libb64.
 	dpkg -s libb64-0d >/dev/null 2>&1 || { apt-get update && apt-get install -y libb64-0d; }
 	$(PY) -m benchmarks perf --suite cpu
+
+pipeline: setup airflow-setup
+	$(PY) -m pipelines demo
+
+report: setup
+	$(PY) -m benchmarks report --db $${CLOUDTUNE_METRICS_DB:-sqlite:///artifacts/pipeline/metrics.sqlite}
 
 clean:
 	rm -rf artifacts reports/*.png benchmarks/results

@@ -251,7 +251,7 @@ def prune(model_dir: Path, keep: int) -> list[int]:
     return doomed
 
 
-def _read_key(path: Path) -> str:
+def read_admin_key(path: Path) -> str:
     try:
         key = path.read_text(encoding="utf-8").strip()
     except OSError as error:
@@ -287,7 +287,7 @@ def main(args: argparse.Namespace) -> int:
         print("error: --keep must be at least 2 (the new version and the one to roll back to)", file=sys.stderr)
         return 2
     try:
-        triton = TritonAdmin(args.url, args.admin_header, _read_key(args.admin_key_file), args.load_timeout)
+        triton = TritonAdmin(args.url, args.admin_header, read_admin_key(args.admin_key_file), args.load_timeout)
         triton.check_admin()
         model = ModelFolder.from_server(triton, args.model_repository, args.model)
         with publish_lock(model.path):
