@@ -3,7 +3,8 @@
 The DAG publishes into a running Triton; something has to be running first. Bootstrap runs the same
 steps as a DAG run (without the gate: nothing is published yet to compare with), lays out a complete
 repository at the settings' serving.model_repository with the MOSS encoder exported from the settings'
-tokenizer, and records the run as published version 1. Idempotent like the steps it runs.
+tokenizer, and records the run as published version 1 (its `smoke` step can run once a server is up).
+Idempotent like the steps it runs.
 """
 from __future__ import annotations
 
@@ -41,5 +42,6 @@ def main(args: argparse.Namespace) -> int:
                                   "--n-quantizers", str(ctx.settings.n_quantizers)])
     lay_out_repository(repository.parent, moss_onnx=moss_onnx, embedder_onnx=ctx.embedder_onnx, catalog_dir=ctx.index_dir)
     mark_published(connect(ctx.settings.metrics_db), ctx.run_id, 1)
+    ctx.mark_done("publish", {"model": "faiss_topk", "version": 1, "offline": True})  # so its smoke step can run once served
     print(json.dumps({"repository": str(repository), "run_id": ctx.run_id, "published_version": 1}))
     return 0

@@ -84,6 +84,8 @@ def main(args: argparse.Namespace) -> int:
     runs: list[tuple[str, DagRunResult]] = []
     worse = collapsed_checkpoint(settings.run_dir("bootstrap") / "checkpoints" / "best.pt", work / "collapsed.pt")
     with served(settings, work / "tritonserver.log") as (_, config):
+        if run_module("pipelines.step", ["smoke", "--run-id", "bootstrap", "--config", str(config)]) != 0:
+            raise SystemExit("the bootstrap repository does not answer queries")
         for label, params in (("reuse the published embedder, bigger catalog", RunParams("reuse")),
                               ("a collapsed embedder", RunParams("reuse", checkpoint=str(worse)))):
             print(f"== DAG run: {label}", flush=True)

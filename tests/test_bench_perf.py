@@ -13,6 +13,7 @@ from benchmarks.perf import parse_concurrency
 from benchmarks.perf_analyzer import perf_environment
 from benchmarks.variants import Variant, lay_out_variants, with_instances, without_dynamic_batching
 from common.cli import run_module
+from common.metrics_db import connect, run_query
 from export.triton_runtime import EmbeddedTriton
 
 # A small mix of the generated catalog: 3 excerpts of 2 tracks (cached after the first run).
@@ -58,10 +59,16 @@ def test_perf_run_writes_summary_and_plot(triton_server: EmbeddedTriton, triton_
 
 def test_ensemble_perf_run_sends_real_audio(triton_server: EmbeddedTriton, triton_repository: Path, results: Path) -> None:
     argv = ["--model", "audio_search", "--url", triton_server.http_url, "--protocol", "http", "--model-repository",
-            str(triton_repository), "--concurrency", "2", "--measurement-interval", "1000", "--max-trials", "3", "--name", "e2e", *MIX_ARGS]
+            str(triton_repository), "--concurrency", "2", "--measurement-interval", "1000", "--max-trials", "3", "--name", "e2e", *MIX_ARGS,
+            "--db", f"sqlite:///{results / 'metrics.sqlite'}", "--run-id", "bench-1"]
     assert run_module("benchmarks.perf", argv) == 0
     summary = json.loads((results / "e2e" / "summary.json").read_text())
-    assert summary["configs"]["audio_search"]["points"][0]["throughput"] > 0
+    point = summary["configs"]["audio_search"]["points"][0]
+    assert point["throughput"] > 0
+    columns, rows = run_query(connect(f"sqlite:///{results / 'metrics.sqlite'}"), "latency_trend")
+    recorded = dict(zip(columns, rows[0]))
+    assert len(rows) == 1 and (recorded["run_id"], recorded["model"], recorded["concurrency"]) == ("bench-1", "audio_search", 2)
+    assert recorded["p95_ms"] == pytest.approx(point["p95_ms"], abs=1e-3) and recorded["source"] == "perf_analyzer"
 
 
 def test_variants_come_from_the_serving_config(tmp_path: Path, triton_repository: Path) -> None:

@@ -79,6 +79,7 @@ def refresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refresh]:
     assert run_module("pipelines.bootstrap", ["--config", str(root / "pipeline.yaml")]) == 0
     synth_audio(settings, TRACKS + NEW_TRACKS, SECONDS)
     with served(settings, root / "tritonserver.log") as (server, config):
+        assert run_module("pipelines.step", ["smoke", "--run-id", "bootstrap", "--config", str(config)]) == 0
         first = dag_test(DEFAULT_AIRFLOW, root / "airflow", config, RunParams("reuse"), root / "dag-1.log")
         repository = Path(settings.serving.model_repository)
         after_first = versions(repository / "faiss_topk")
@@ -181,7 +182,7 @@ def test_report_shows_the_runs_with_deltas(refresh: Refresh, tmp_path: Path, cap
     assert rows[0][delta] is None
     assert rows[2][delta] == pytest.approx(rows[2][recall] - rows[1][recall]) and rows[2][delta] < 0
     latency = tables["latency_trend"]["rows"]
-    assert any(row[0] == refresh.first.run_id and row[2] == "audio_search" for row in latency)
+    assert [row[0] for row in latency if row[1] == "smoke"][:2] == ["bootstrap", refresh.first.run_id]
     assert png.stat().st_size > 10_000
     assert "== quality_trend" in capsys.readouterr().out
     assert np.isfinite(rows[1][recall])
