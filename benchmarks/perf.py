@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.machine import machine_info
-from common.metrics_db import LatencyPoint, add_metrics_arguments, metrics_target, record_benchmark
+from common.metrics_target import add_metrics_arguments, metrics_target
 from benchmarks.perf_analyzer import PerfAnalyzerUnavailable, PerfPoint, PerfSettings, perf_environment, run_perf_analyzer
 from benchmarks.perf_inputs import MODELS
 from benchmarks.plots import plot_throughput_latency
@@ -110,6 +110,8 @@ def record_curves(args: argparse.Namespace, curves: dict[str, dict]) -> None:
     target = metrics_target(args)
     if target is None:
         return
+    from common.metrics_db import LatencyPoint, record_benchmark
+
     for label, entry in curves.items():
         points = [LatencyPoint(p.concurrency, p.throughput, p.p50_ms, p.p95_ms, p.p99_ms) for p in entry["points"]]
         record_benchmark(target, "perf_analyzer", entry["model"], label, args.protocol, points)

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.metrics_db import DB_ENV, connect, run_query
+from common.metrics_db import connect, run_query
+from common.metrics_target import DB_ENV
 
 REPORT_QUERIES = ("quality_trend", "quality_by_condition", "latency_trend", "index_trend")
 SUMMARY_QUERY = "run_summary"

@@ -7,8 +7,6 @@ so an analyst can run them in any client; they use only what SQLite and PostgreS
 """
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,8 +17,9 @@ from sqlalchemy import (Column, DateTime, Float, ForeignKey, Integer, MetaData, 
                         insert, select, text, update)
 from sqlalchemy.engine import Engine
 
+from common.metrics_target import MetricsTarget
+
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-DB_ENV, RUN_ENV = "CLOUDTUNE_METRICS_DB", "CLOUDTUNE_RUN_ID"
 ALL_CONDITIONS = "all"  # the quality row that pools every condition (query_seconds NULL pools every length)
 RUN_STATUSES = ("running", "evaluated", "gate_failed", "gate_passed", "published")
 
@@ -85,30 +84,6 @@ index_builds = Table(
     Column("build_seconds", Float),
     Column("built_at", DateTime(timezone=True), nullable=False),
 )
-
-
-@dataclass(frozen=True)
-class MetricsTarget:
-    """Where a command records its numbers: a database URL and the run they belong to."""
-
-    url: str
-    run_id: str
-
-
-def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("run metrics")
-    group.add_argument("--db", default=os.environ.get(DB_ENV),
-                       help=f"SQLAlchemy URL of the run-metrics database, e.g. sqlite:///artifacts/metrics.sqlite (default: ${DB_ENV}; unset: not recorded)")
-    group.add_argument("--run-id", default=os.environ.get(RUN_ENV), help=f"the run these numbers belong to (default: ${RUN_ENV})")
-
-
-def metrics_target(args: argparse.Namespace) -> MetricsTarget | None:
-    """None when no database is configured; an error when a database is given without a run."""
-    if not getattr(args, "db", None):
-        return None
-    if not args.run_id:
-        raise SystemExit(f"--db needs --run-id (or ${RUN_ENV}) to know which run the numbers belong to")
-    return MetricsTarget(args.db, args.run_id)
 
 
 def connect(url: str) -> Engine:

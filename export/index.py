@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import run_module
-from common.metrics_db import add_metrics_arguments, metrics_target, record_index_build
+from common.metrics_target import add_metrics_arguments, metrics_target
 from export.catalog_index import INDEX_TYPES, add_to_catalog, build_index, load_catalog, sha256_file, write_catalog
 from training.dataset import build_catalog
 from training.retrieval import EmbedFn, embed_sequences
@@ -97,5 +97,7 @@ def main(args: argparse.Namespace) -> int:
             manifest = write_catalog(args.output, build_index(embeddings, args.index_type), segment_track, metadata, embedder_sha, args.index_type)
     print(json.dumps({k: manifest[k] for k in manifest if k != "files"}))
     if target is not None:
+        from common.metrics_db import record_index_build  # SQLAlchemy only where a database is given
+
         record_index_build(target, str(args.output), manifest, round(time.perf_counter() - started, 3))
     return 0

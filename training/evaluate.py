@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common.metrics_db import add_metrics_arguments, metrics_target, record_quality
+from common.metrics_target import add_metrics_arguments, metrics_target
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
 from training.augment import CONDITIONS, degrade
 from training.dataset import HOP_FRAMES, WINDOW_FRAMES, build_catalog
@@ -154,6 +154,8 @@ def main(args: argparse.Namespace) -> int:
     args.output_json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     target = metrics_target(args)
     if target is not None:
+        from common.metrics_db import record_quality
+
         print(f"recorded {record_quality(target, result)} quality rows for run {target.run_id}")
     plot = args.plot or args.output_json.with_suffix(".png")
     plot_recall_vs_length(result["by_condition_length"], args.query_seconds, plot)
