@@ -1,5 +1,5 @@
-"""Exact top-K over torch tensors (export/torch_topk.py): against NumPy and FAISS on the CPU, the fused
-Triton scan under Triton's CPU interpreter where Triton is installed, and on CUDA where a GPU is present."""
+"""Exact top-K over torch tensors (export/torch_topk.py): against NumPy and FAISS on the CPU, the group-top
+Triton kernels under Triton's CPU interpreter where Triton is installed, and on CUDA where a GPU is present."""
 from __future__ import annotations
 
 import os
@@ -100,30 +100,32 @@ def test_torch_catalog_refuses_other_index_types(tmp_path: Path) -> None:
 
 _INTERPRETED = textwrap.dedent("""
     import numpy as np, torch
-    from export.torch_topk import TorchFlatIndex, chunked_topk, threshold_topk
+    from export.torch_topk import TorchFlatIndex, top_columns
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3000, 32)).astype(np.float32); x /= np.linalg.norm(x, axis=1, keepdims=True)
-    q = rng.standard_normal((20, 32)).astype(np.float32); q /= np.linalg.norm(q, axis=1, keepdims=True)
-    expected = np.argsort(-(q @ x.T), axis=1)[:, :8]
-    index = TorchFlatIndex(x, "cpu", torch.float32, method="threshold", sample_stride=16, scan={"BN": 64, "BQ": 16, "BK": 32, "num_warps": 4})
-    scores, rows = index.search(q, 8)
-    assert np.array_equal(rows, expected), (rows, expected)
-    # overflow: a tiny candidate buffer forces the exact fallback for every query
-    values, rows, count = threshold_topk(index.vectors, index.sample, torch.from_numpy(q), 8, capacity=8, scan={"BN": 64, "BQ": 16})
-    assert np.array_equal(rows.numpy(), expected) and (count > 8).all()
-    # tile top-2: a tile holding several of the best rows is re-scored
-    index = TorchFlatIndex(x, "cpu", torch.float32, method="tiletop", scan={"BN": 64, "BQ": 16, "BK": 32, "num_warps": 4})
-    assert np.array_equal(index.search(q, 8)[1], expected)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    # near-copies of one vector in two groups (of 64 rows)
     x[64:70] = x[64] + 1e-3 * rng.standard_normal((6, 32)).astype(np.float32)
+    x[130:134] = x[64] + 1e-3 * rng.standard_normal((4, 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    index = TorchFlatIndex(x, "cpu", torch.float32, method="tiletop", scan={"BN": 64, "BQ": 16, "BK": 32, "num_warps": 4})
-    _, rows = index.search(x[64:65], 8)
-    assert set(range(64, 70)) <= set(rows[0].tolist()) and int(index.last_candidates[0]) >= 1
-    # score chunks reduced to tile top-2 (cuBLAS on GPU; here FP32 PyTorch scores feed the Triton reduction)
-    index = TorchFlatIndex(x, "cpu", torch.float32, method="cublas_tiles", scan={"chunk_rows": 1024, "block": 64})
-    assert set(range(64, 70)) <= set(index.search(x[64:65], 8)[1][0].tolist())
-    _, rows = index.search(q, 8)
-    assert np.array_equal(rows, np.argsort(-(q @ x.T), axis=1)[:, :8])
+    q = rng.standard_normal((20, 32)).astype(np.float32); q /= np.linalg.norm(q, axis=1, keepdims=True)
+    index = TorchFlatIndex(x, "cpu", torch.float32, method="grouptop", scan={"BN": 64, "BQ": 64, "BK": 32, "R": 8, "num_warps": 4})
+    scores, rows = index.search(q, 8)
+    assert np.array_equal(rows, np.argsort(-(q @ x.T), axis=1)[:, :8]), rows
+    np.testing.assert_allclose(scores, np.sort(q @ x.T, axis=1)[:, ::-1][:, :8], rtol=1e-5, atol=1e-6)
+    # both groups are flagged and all their rows re-scored: in the sync-free part, or one of them after it
+    import export.torch_topk as torch_topk
+    for in_graph in (8, 1):
+        torch_topk.FLAGGED_IN_GRAPH = in_graph
+        _, rows = index.search(x[64:65], 10)
+        assert set(rows[0].tolist()) == set(range(64, 70)) | set(range(130, 134)) and int(index.last_candidates[0]) >= 2
+    values = torch.from_numpy(rng.standard_normal((4, 300)).astype(np.float32))
+    values[0, 10:20] = 0.5  # ties: the earlier columns first, as torch.topk
+    for k in (1, 12):
+        top, columns = top_columns(values, k)
+        expected = torch.topk(values, k, dim=1)
+        assert torch.equal(top, expected.values) and torch.equal(values.gather(1, columns), top)
+        top, columns = top_columns(values, k, sort=False)
+        assert torch.equal(torch.sort(top, 1, descending=True).values, expected.values)
     print("ok")
 """)
 
@@ -135,21 +137,57 @@ def test_fused_topk_kernels_under_the_interpreter() -> None:
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
 
 
+def _same_rows(rows: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((torch.sort(rows, 1).values == torch.sort(expected, 1).values).float().mean())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_fused_topk_is_exact() -> None:
+def test_cuda_group_top_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    import export.torch_topk as torch_topk
+    from export.torch_topk import group_top_topk, top_columns
+
     generator = torch.Generator(device="cuda").manual_seed(0)
-    catalog = torch.nn.functional.normalize(torch.randn(200_000, 256, device="cuda", generator=generator), dim=1).half()
-    queries = torch.nn.functional.normalize(torch.randn(64, 256, device="cuda", generator=generator), dim=1)
+    catalog = torch.nn.functional.normalize(torch.randn(200_003, 256, device="cuda", generator=generator), dim=1)
+    # 40 near-copies in one group of 256 rows: their queries' top-k come from a flagged group
+    catalog[5000:5040] = torch.nn.functional.normalize(catalog[5000] + 0.02 * torch.randn(40, 256, device="cuda", generator=generator), dim=1)
+    catalog = catalog.half()
+    queries = torch.nn.functional.normalize(torch.randn(200, 256, device="cuda", generator=generator), dim=1)
+    queries[:3] = catalog[5000:5003].float()
     index = TorchFlatIndex(catalog, "cuda", torch.float16)
-    assert index.method in ("cublas_tiles", "tiletop")
-    for k in (1, 10, 100):
-        for method in ("cublas_tiles", "tiletop", "threshold"):
-            index.method = method
-            scores, rows = index.search_tensor(queries, k)
-            exact_scores, exact_rows = chunked_topk(catalog, queries.half(), k)
-            assert (torch.sort(rows, 1).values == torch.sort(exact_rows, 1).values).float().mean() > 0.999, method
-            torch.testing.assert_close(scores, exact_scores, atol=2e-3, rtol=0)
+    assert index.method == "grouptop"
+    for k in (1, 10, 100, 300):
+        scores, rows = index.search_tensor(queries, k)
+        exact_scores, exact_rows = chunked_topk(catalog, queries.half(), k)
+        assert _same_rows(rows, exact_rows) > 0.999, k
+        torch.testing.assert_close(scores, exact_scores, atol=2e-3, rtol=0)
+        assert (scores[:, :-1] >= scores[:, 1:]).all()  # sorted, as FAISS returns them
+        if k > 1:
+            assert int(index.last_candidates[:3].min()) >= 1  # the near-copies' group was flagged
         few_scores, few_rows = index.search_tensor(queries[:3], k)  # a request's few windows: one cuBLAS pass
-        exact_scores, exact_rows = chunked_topk(catalog, queries[:3].half(), k)
-        assert (torch.sort(few_rows, 1).values == torch.sort(exact_rows, 1).values).float().mean() > 0.999
-        torch.testing.assert_close(few_scores, exact_scores, atol=2e-3, rtol=0)
+        assert _same_rows(few_rows, exact_rows[:3]) > 0.999
+        torch.testing.assert_close(few_scores, exact_scores[:3], atol=2e-3, rtol=0)
+    # the CUDA graph replayed for other queries of another count (same bucket of 256)
+    other = queries.flip(0)[:150]
+    scores, rows = index.search_tensor(other, 10)
+    exact_scores, exact_rows = chunked_topk(catalog, other.half(), 10)
+    assert _same_rows(rows, exact_rows) > 0.999
+    torch.testing.assert_close(scores, exact_scores, atol=2e-3, rtol=0)
+    # BF16 and a tile shape other than the default, without a graph
+    values, rows, _ = group_top_topk(catalog.bfloat16(), queries, 10, config={"BN": 128, "R": 16})
+    exact_rows = chunked_topk(catalog.bfloat16(), queries.bfloat16(), 10)[1]
+    assert _same_rows(rows, exact_rows) > 0.999
+    # flagged groups beyond the in-graph capacity: merged after a host sync
+    monkeypatch.setattr(torch_topk, "FLAGGED_IN_GRAPH", 1)
+    values, rows, flagged = group_top_topk(catalog, queries, 100)
+    exact_scores, exact_rows = chunked_topk(catalog, queries.half(), 100)
+    assert int(flagged.max()) >= 2 and _same_rows(rows, exact_rows) > 0.999
+    torch.testing.assert_close(values, exact_scores, atol=2e-3, rtol=0)
+    wide = torch.randn(64, 5000, device="cuda", generator=generator)
+    wide[:, 100:200] = 3.0  # ties
+    for k in (1, 50):
+        expected = torch.topk(wide, k, dim=1)
+        top, columns = top_columns(wide, k)
+        assert torch.equal(top, expected.values) and torch.equal(wide.gather(1, columns), top)
+        top, columns = top_columns(wide, k, sort=False)
+        assert torch.equal(torch.sort(top, 1, descending=True).values, expected.values)
+        assert torch.equal(wide.gather(1, columns), top)
