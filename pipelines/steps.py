@@ -15,6 +15,7 @@ from typing import Any
 from common.cli import run_module
 from common.metrics_db import MetricsTarget, connect, ensure_run, mark_published, run_query
 from common.yaml_config import load_yaml, save_yaml
+from export.catalog_index import sha256_file
 from pipelines.run_state import RunContext, StepFailed
 from training.token_files import list_track_ids
 
@@ -123,8 +124,6 @@ def gate(ctx: RunContext) -> dict[str, Any]:
 def export(ctx: RunContext) -> dict[str, Any]:
     run_cli("export.embedder_onnx", ["--checkpoint", str(ctx.checkpoint), "--output", str(ctx.embedder_onnx),
                                   "--n-quantizers", str(ctx.settings.n_quantizers)])
-    from export.catalog_index import sha256_file
-
     return {"embedder_onnx": str(ctx.embedder_onnx), "sha256": sha256_file(ctx.embedder_onnx)}
 
 
