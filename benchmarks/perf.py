@@ -110,11 +110,14 @@ def record_curves(args: argparse.Namespace, curves: dict[str, dict]) -> None:
     target = metrics_target(args)
     if target is None:
         return
-    from common.metrics_db import LatencyPoint, record_benchmark
+    from common.metrics_db import LatencyPoint, MetricsDatabaseError, record_benchmark
 
     for label, entry in curves.items():
         points = [LatencyPoint(p.concurrency, p.throughput, p.p50_ms, p.p95_ms, p.p99_ms) for p in entry["points"]]
-        record_benchmark(target, "perf_analyzer", entry["model"], label, args.protocol, points)
+        try:
+            record_benchmark(target, "perf_analyzer", entry["model"], label, args.protocol, points)
+        except MetricsDatabaseError as error:
+            raise SystemExit(f"the results are in summary.json, but recording them failed: {error}") from error
     print(f"recorded {len(curves)} configurations for run {target.run_id}")
 
 

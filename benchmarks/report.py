@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.metrics_db import connect, run_query
+from common.metrics_db import MetricsDatabaseError, connect, run_query
 from common.metrics_target import DB_ENV
 
 REPORT_QUERIES = ("quality_trend", "quality_by_condition", "latency_trend", "index_trend")
@@ -84,7 +84,11 @@ def main(args: argparse.Namespace) -> int:
     if not args.db:
         print(f"error: give --db or set ${DB_ENV}")
         return 2
-    engine = connect(args.db)
+    try:
+        engine = connect(args.db)
+    except MetricsDatabaseError as error:
+        print(f"error: {error}")
+        return 2
     tables: dict[str, dict[str, Any]] = {}
     for name in REPORT_QUERIES:
         columns, rows = run_query(engine, name)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, delete,
                         insert, select, text, update)
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from common.metrics_target import MetricsTarget
 
@@ -86,12 +87,19 @@ index_builds = Table(
 )
 
 
+class MetricsDatabaseError(RuntimeError):
+    """The metrics database URL cannot be parsed or opened."""
+
+
 def connect(url: str) -> Engine:
     """An engine with the schema in place (created if missing); SQLite's folder is created too."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
-    metadata.create_all(engine)
+    try:
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        metadata.create_all(engine)
+    except (ArgumentError, OperationalError, ImportError, OSError) as error:
+        raise MetricsDatabaseError(f"cannot open the metrics database {url!r}: {error}") from error
     return engine
 
 

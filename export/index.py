@@ -97,7 +97,10 @@ def main(args: argparse.Namespace) -> int:
             manifest = write_catalog(args.output, build_index(embeddings, args.index_type), segment_track, metadata, embedder_sha, args.index_type)
     print(json.dumps({k: manifest[k] for k in manifest if k != "files"}))
     if target is not None:
-        from common.metrics_db import record_index_build  # SQLAlchemy only where a database is given
+        from common.metrics_db import MetricsDatabaseError, record_index_build  # SQLAlchemy only where a database is given
 
-        record_index_build(target, str(args.output), manifest, round(time.perf_counter() - started, 3))
+        try:
+            record_index_build(target, str(args.output), manifest, round(time.perf_counter() - started, 3))
+        except MetricsDatabaseError as error:
+            raise SystemExit(f"the index is in {args.output}, but recording its build failed: {error}") from error
     return 0

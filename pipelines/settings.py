@@ -91,4 +91,9 @@ class PipelineSettings:
 
 
 def load_settings(path: str | Path) -> PipelineSettings:
-    return load_yaml(PipelineSettings, path)
+    try:
+        return load_yaml(PipelineSettings, path)
+    except OSError as error:
+        raise SystemExit(f"cannot read the pipeline settings: {error}") from error
+    except (ValueError, TypeError) as error:
+        raise SystemExit(f"{path}: {error}") from error

@@ -144,3 +144,5 @@ def test_report_prints_every_table_and_draws_the_runs(url: str, tmp_path: Path, 
     assert f"{delta:+.4g}" in out and "+1" in out  # recall and p95 deltas, signed
     assert png.stat().st_size > 10_000 and tables.stat().st_size > 0
     assert run_module("benchmarks.report", ["--db", ""]) == 2
+    assert run_module("benchmarks.report", ["--db", "not a url"]) == 2
+    assert "cannot open the metrics database" in capsys.readouterr().out

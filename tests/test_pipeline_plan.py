@@ -40,8 +40,10 @@ def test_shipped_settings_load_and_bad_keys_fail(tmp_path) -> None:
     settings = load_settings("configs/pipeline.yaml")
     assert settings.gate.max_recall_drop > 0 and settings.metrics_db.startswith("sqlite:///")
     (tmp_path / "bad.yaml").write_text("gate:\n  max_recal_drop: 0.1\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="max_recal_drop"):
+    with pytest.raises(SystemExit, match="max_recal_drop"):
         load_settings(tmp_path / "bad.yaml")
+    with pytest.raises(SystemExit, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml")
 
 
 def test_step_cli_refuses_bad_parameters() -> None:

@@ -154,9 +154,12 @@ def main(args: argparse.Namespace) -> int:
     args.output_json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     target = metrics_target(args)
     if target is not None:
-        from common.metrics_db import record_quality
+        from common.metrics_db import MetricsDatabaseError, record_quality
 
-        print(f"recorded {record_quality(target, result)} quality rows for run {target.run_id}")
+        try:
+            print(f"recorded {record_quality(target, result)} quality rows for run {target.run_id}")
+        except MetricsDatabaseError as error:
+            raise SystemExit(f"the results are in {args.output_json}, but recording them failed: {error}") from error
     plot = args.plot or args.output_json.with_suffix(".png")
     plot_recall_vs_length(result["by_condition_length"], args.query_seconds, plot)
     print(json.dumps({k: result[k] for k in ("recall@1", "recall@10", "recall@100", "mrr", "queries", "catalog_tracks")}))
