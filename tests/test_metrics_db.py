@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from common.cli import run_module
-from common.metrics_db import (ALL_CONDITIONS, LatencyPoint, MetricsTarget, connect, ensure_run, mark_published, quality_rows,
+from common.metrics_db import (ALL_CONDITIONS, LatencyPoint, MetricsTarget, connect, ensure_run, mark_published, metadata, quality_rows,
                                record_benchmark, record_index_build, record_quality, run_query)
 from common.metrics_target import metrics_target
 
@@ -34,9 +35,19 @@ def manifest(tracks: int, sha: str = "a" * 64) -> dict[str, Any]:
     return {"embedder_sha256": sha, "dim": 16, "index_type": "flat", "n_vectors": 2 * tracks, "n_tracks": tracks}
 
 
-@pytest.fixture()
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'nested' / 'metrics.sqlite'}"
+# Production runs on PostgreSQL: set this to a scratch database's URL (its tables are dropped) to run every
+# test there too, e.g. postgresql+psycopg://cloudtune:cloudtune@localhost/metrics (README, "Catalog refresh").
+POSTGRES_ENV = "CLOUDTUNE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nested' / 'metrics.sqlite'}"
+    if not os.environ.get(POSTGRES_ENV):
+        pytest.skip(f"set {POSTGRES_ENV} to run the SQL layer on PostgreSQL too")
+    metadata.drop_all(connect(os.environ[POSTGRES_ENV]))
+    return os.environ[POSTGRES_ENV]
 
 
 def test_quality_rows_cover_pooled_condition_length_and_both(url: str) -> None:
