@@ -174,7 +174,7 @@ def section_encoder(args: argparse.Namespace, results: dict) -> None:
     peaks = results.get("env", {}).get("matmul_tflops", {})
     encoder: dict[str, Any] = {"moss": source.name, "weights": source.weights_label, "clip_seconds": args.clip_seconds,
                                "flop_per_clip": flops, "rows": [], "ablation": [],
-                               "fast_path": f"FastMossEncoder, CUDA graphs, fused_epilogues={args.fused_epilogues}"}
+                               "fast_path": f"FastMossEncoder, CUDA graphs, epilogues={args.epilogues}"}
     results["encoder"] = encoder
 
     log("reference codes: eager FP32 ...")
@@ -210,7 +210,7 @@ def section_encoder(args: argparse.Namespace, results: dict) -> None:
                 torch.cuda.empty_cache()
 
     for precision in precisions:
-        fast = FastMossEncoder(model, precision, fused_epilogues=args.fused_epilogues == "on")
+        fast = FastMossEncoder(model, precision, epilogues=args.epilogues)
         for batch in batches:
             w, l = clips[:batch], lengths[:batch]
             holder = {}
@@ -240,14 +240,16 @@ def section_encoder(args: argparse.Namespace, results: dict) -> None:
             finally:
                 model.set_attention(windowed_causal_attention)
         steps.append(("+ causal SDPA, no mask (set_attention)", no_mask))
-    torch_ops = FastMossEncoder(model, "fp16", kernels="torch", cuda_graphs=False)
+    torch_ops = FastMossEncoder(model, "fp16", kernels="torch", cuda_graphs=False, epilogues="none")
     steps.append(("fast FP16, PyTorch ops, no graphs", lambda: torch_ops.encode(w, l, nq)))
-    triton_ops = FastMossEncoder(model, "fp16", cuda_graphs=False)
+    triton_ops = FastMossEncoder(model, "fp16", cuda_graphs=False, epilogues="none")
     steps.append(("+ Triton fused RoPE / residual+LayerNorm", lambda: triton_ops.encode(w, l, nq)))
-    graphed = FastMossEncoder(model, "fp16")
+    graphed = FastMossEncoder(model, "fp16", epilogues="none")
     steps.append(("+ CUDA graph of the whole encode", lambda: graphed.encode(w, l, nq)))
-    epilogues = FastMossEncoder(model, "fp16", fused_epilogues=True)
-    steps.append(("+ RoPE / GELU in Triton matmul epilogues", lambda: epilogues.encode(w, l, nq)))
+    cublas = FastMossEncoder(model, "fp16")
+    steps.append(("+ GELU, residual adds in cuBLAS (default)", lambda: cublas.encode(w, l, nq)))
+    triton_epilogues = FastMossEncoder(model, "fp16", epilogues="triton")
+    steps.append(("  (instead RoPE/GELU in Triton matmuls)", lambda: triton_epilogues.encode(w, l, nq)))
     try:
         from torch.nn.attention import SDPBackend
 
@@ -267,7 +269,7 @@ def section_encoder(args: argparse.Namespace, results: dict) -> None:
         clips_s = batch / (timing["median_ms"] / 1e3)
         encoder["ablation"].append({"step": name, "batch": batch, **timing, "clips_per_s": clips_s})
         log(f"ablation B={batch} {name:<44} {clips_s:8.1f} clips/s")
-    del torch_ops, triton_ops, graphed, epilogues
+    del torch_ops, triton_ops, graphed, cublas, triton_epilogues
     steps.clear()
     del model
     torch.cuda.empty_cache()
@@ -308,7 +310,7 @@ def _kernel_breakdown(fn: Callable[[], Any]) -> dict[str, Any]:
 
 
 def section_profile(args: argparse.Namespace, results: dict) -> None:
-    """Where the fast path's time goes (kernel time by kind, one encode without graphs), and fused vs not."""
+    """Where the fast path's time goes (kernel time by kind, one encode without graphs), by epilogues."""
     from training.moss import build_encoder, resolve_moss
     from training.moss.gpu import FastMossEncoder, flops_per_clip
 
@@ -325,40 +327,41 @@ def section_profile(args: argparse.Namespace, results: dict) -> None:
     reference_batch = 64 if 64 in batches else batches[0]
     reference = _eager_runner(model, "fp32")(clips[:reference_batch], lengths[:reference_batch])
     counts = lengths[:reference_batch] // model.config.hop
-    variants = [("fp16", False, 1), ("fp16", False, 2), ("bf16", False, 2), ("fp16", True, 1)]
-    for precision, fused, streams in variants[: args.profile_variants]:
-        fast = FastMossEncoder(model, precision, fused_epilogues=fused, streams=streams)
+    variants = [("fp16", "cublas", 1), ("fp16", "none", 1), ("fp16", "cublas", 2), ("bf16", "cublas", 1)]
+    for precision, epilogues, streams in variants[: args.profile_variants]:
+        fast = FastMossEncoder(model, precision, epilogues=epilogues, streams=streams)
         for batch in batches:
             w, l = clips[:batch], lengths[:batch]
             holder: dict[str, torch.Tensor] = {}
             try:
                 timing = cuda_time(lambda: holder.__setitem__("codes", fast.encode(w, l, nq)[0]), min_iters=5, min_seconds=0.8)
             except Exception as error:  # noqa: BLE001
-                section["rows"].append({"precision": precision, "fused": fused, "streams": streams, "batch": batch,
-                                        "error": repr(error)[:300]})
-                log(f"profile {precision} fused={fused} streams={streams} B={batch}: {error!r}")
+                section["rows"].append({"precision": precision, "epilogues": epilogues, "streams": streams,
+                                        "batch": batch, "error": repr(error)[:300]})
+                log(f"profile {precision} epilogues={epilogues} streams={streams} B={batch}: {error!r}")
                 continue
             clips_s = batch / (timing["median_ms"] / 1e3)
-            row = {"precision": precision, "fused": fused, "streams": streams, "batch": batch, **timing,
+            row = {"precision": precision, "epilogues": epilogues, "streams": streams, "batch": batch, **timing,
                    "clips_per_s": clips_s, "tflops": clips_s * flops / 1e12}
             if batch == reference_batch:
                 row.update(agreement(reference, holder["codes"], counts))
             section["rows"].append(row)
-            log(f"profile {precision} fused={fused} streams={streams} B={batch}: {clips_s:.1f} clips/s "
+            log(f"profile {precision} epilogues={epilogues} streams={streams} B={batch}: {clips_s:.1f} clips/s "
                 + (f"L0 {100 * row['level0']:.2f}% all {100 * row['all_levels']:.2f}%" if "level0" in row else ""))
         del fast
         torch.cuda.empty_cache()
     w, l = clips[:64], lengths[:64]
-    for fused in (False, True)[: 1 + int(args.profile_variants > 3)]:
-        eager = FastMossEncoder(model, "fp16", cuda_graphs=False, fused_epilogues=fused)
+    for epilogues in ("cublas", "none")[: 1 + int(args.profile_variants > 1)]:
+        eager = FastMossEncoder(model, "fp16", cuda_graphs=False, epilogues=epilogues)
+        key = f"fp16 B=64 epilogues={epilogues}"
         try:
-            section["breakdown"][f"fp16 B=64 fused={fused}"] = breakdown = _kernel_breakdown(lambda: eager.encode(w, l, nq))
-            log(f"kernel time fp16 B=64 fused={fused}: {breakdown['total_ms']:.1f} ms " + ", ".join(
+            section["breakdown"][key] = breakdown = _kernel_breakdown(lambda: eager.encode(w, l, nq))
+            log(f"kernel time {key}: {breakdown['total_ms']:.1f} ms " + ", ".join(
                 f"{k} {v:.1f}" for k, v in breakdown["categories"].items()))
             for kernel in breakdown["top_kernels"]:
                 log(f"   {kernel['ms']:8.2f} ms {kernel['launches']:5d}x {kernel['name']}")
         except Exception as error:  # noqa: BLE001
-            section["breakdown"][f"fp16 B=64 fused={fused}"] = {"error": repr(error)[:300]}
+            section["breakdown"][key] = {"error": repr(error)[:300]}
             log(f"profile breakdown failed: {error!r}")
         del eager
     del model
@@ -864,11 +867,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batches", default="1,8,16,64")
     parser.add_argument("--precisions", default="fp32,tf32,fp16,bf16")
     parser.add_argument("--ablation-batch", type=int, default=64)
-    parser.add_argument("--fused-epilogues", choices=("on", "off"), default="off",
-                        help="fast rows with RoPE/GELU fused into Triton matmuls (training/moss/gpu_kernels.py)")
+    parser.add_argument("--epilogues", choices=("cublas", "triton", "none"), default="cublas",
+                        help="FastMossEncoder's epilogues for the fast rows (training/moss/gpu.py)")
     parser.add_argument("--profile-batches", default="32,64")
     parser.add_argument("--profile-variants", type=int, default=4,
-                        help="how many of (fp16), (fp16, 2 streams), (bf16, 2 streams), (fp16, fused epilogues) to time")
+                        help="how many of (fp16), (fp16, epilogues none), (fp16, 2 streams), (bf16) to time; "
+                             "the kernel breakdown covers epilogues none as well when above 1")
     parser.add_argument("--skip-baseline", action="store_true", help="no eager dense-mask rows")
     parser.add_argument("--topk-sizes", default="1000000,10000000")
     parser.add_argument("--topk-k", default="10,100")

@@ -73,6 +73,18 @@ def test_n_quantizers_prefix(encoder: MossEncoder) -> None:
         fast(waveform, lengths, n_quantizers=0)
 
 
+def test_epilogues_fall_back_where_they_cannot_run(encoder: MossEncoder) -> None:
+    # FP32 keeps the reference's op sequence; the cuBLAS epilogues need CUDA, the Triton ones Triton.
+    assert FastMossEncoder(encoder, "fp32").epilogues == "none"
+    assert FastMossEncoder(encoder, "fp16", kernels="torch", epilogues="triton").epilogues == "none"
+    if torch.cuda.is_available():
+        assert FastMossEncoder(build_encoder("tiny", "cuda"), "fp16").epilogues == "cublas"
+    else:
+        assert FastMossEncoder(encoder, "fp16").epilogues == "none"
+    with pytest.raises(ValueError, match="epilogues"):
+        FastMossEncoder(encoder, "fp16", epilogues="fused")
+
+
 @pytest.mark.parametrize(("frames", "context"), [(10, 4), (12, 4), (9, 9), (7, 3), (5, 8)])
 def test_banded_and_windowed_attention_equal_the_dense_mask(frames: int, context: int) -> None:
     generator = torch.Generator().manual_seed(frames * 31 + context)
@@ -153,7 +165,7 @@ def test_cuda_fast_path_against_eager_reference() -> None:
         eager, _ = FastMossEncoder(model, precision, cuda_graphs=False)(waveform, lengths)
         assert torch.equal(got_counts, counts) and torch.equal(codes, again) and torch.equal(codes, eager)
         assert (codes[:, 0] == expected[:, 0])[valid[:, 0]].float().mean() >= minimum, precision
-        for variant in (dict(fused_epilogues=True), dict(streams=2)):
+        for variant in (dict(epilogues="triton"), dict(epilogues="none"), dict(streams=2)):
             other, other_counts = FastMossEncoder(model, precision, **variant)(waveform, lengths)
             assert torch.equal(other_counts, counts)
             assert (other[:, 0] == expected[:, 0])[valid[:, 0]].float().mean() >= minimum, (precision, variant)

@@ -9,11 +9,17 @@ Same math and contract as ``MossEncoder.encode`` (float32 ``[B, 1, S]`` + int64 
   a ``[W, 2W]`` band mask per block instead of a dense ``[N, N]`` one). Both are exact.
 - RoPE: cos/sin tables computed once per (length, head dim) exactly as the reference computes them, and
   applied in float32 in place in the fused q|k|v projection (one Triton kernel on GPU).
-- LayerNorm fused with the layer-scaled residual add that precedes it (one Triton kernel); the residual
-  stream stays float32 whatever the compute dtype.
+- Epilogues (``epilogues="cublas"``, the default for FP16/BF16/TF32 on CUDA): GELU in the cuBLASLt epilogue
+  of the first feed-forward matmul (its tanh form; the reference uses erf), and the layer-scaled residual
+  branches accumulated by cuBLAS into the float32 residual stream (the out-projection and the second
+  feed-forward matmul take it as their C matrix, the layer scale folded into their weights), so the
+  LayerNorm pass that follows only reads the stream. Otherwise (``"none"``; FP32, CPU) LayerNorm is fused
+  with the layer-scaled residual add that precedes it (one Triton kernel) and GELU is a pass of its own.
+  Either way the residual stream stays float32 whatever the compute dtype.
 - Precision ``fp32`` / ``tf32`` / ``fp16`` / ``bf16``: the transformer matmuls and attention run in the
-  compute dtype (weights converted once); LayerNorm statistics, RoPE, GELU's arithmetic, the residual
-  stream and the whole quantizer stay float32 (the quantizer's matmuls never use TF32).
+  compute dtype (weights converted once); LayerNorm statistics, RoPE, GELU's arithmetic (on the FP32
+  accumulator in the cuBLASLt epilogue), the residual stream and the whole quantizer stay float32 (the
+  quantizer's matmuls never use TF32).
 - Quantizer: weight norm folded once, normalised codebooks and their squared norms precomputed; each level
   is otherwise the reference's op sequence (so its argmaxes match bit for bit on equal inputs). The level
   loop is sequential by nature (level q's input is the residual after level q-1).
@@ -40,6 +46,7 @@ from training.moss.quantizer import PointwiseConv
 from training.moss.transformer import Patch, ProjectedTransformer
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+EPILOGUES = ("cublas", "triton", "none")
 COMPUTE_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -157,6 +164,7 @@ class _Stage:
     input_w: Tensor | None
     layers: list[_Layer]
     output_w: Tensor | None
+    ff_bias: Tensor | None = None  # zeros: cuBLASLt's GELU epilogue comes with a bias
 
 
 @dataclass
@@ -203,18 +211,23 @@ class FastMossEncoder:
     ``precision``: one of ``PRECISIONS``. ``kernels``: "auto" (Triton where it can run, else PyTorch ops),
     "triton" or "torch". ``cuda_graphs``: capture/replay per input shape on CUDA (default on).
     ``attention_backends``: optional ``torch.nn.attention.SDPBackend`` list to pin SDPA's kernel choice.
-    ``fused_epilogues``: run the q|k|v projection with RoPE, and the first feed-forward matmul with GELU, as
-    Triton matmuls with those steps in their epilogue (fp16 / bf16 / tf32, Triton kernels, widths that are
-    multiples of 64) instead of cuBLAS + a separate pass; one pass over the activations less each.
+    ``epilogues``: which element-wise steps ride on the matmuls (precisions other than FP32 only; else
+    "none"). "cublas" (CUDA): GELU in the first feed-forward matmul's cuBLASLt epilogue and the residual
+    adds as the out-projection's and second feed-forward matmul's C matrix (see the module docstring).
+    "triton": the q|k|v projection with RoPE and the first feed-forward matmul with exact GELU as Triton
+    matmuls with those steps in their epilogue (Triton kernels, widths that are multiples of 64; measured
+    slower than cuBLAS + a separate pass on H100). "none": cuBLAS matmuls, every step a pass of its own.
     ``streams``: on CUDA, encode the batch as that many independent slices on their own streams (captured
     into the same graph), so one slice's memory-bound passes can overlap another's matmuls.
     """
 
     def __init__(self, model: MossEncoder, precision: str = "fp16", *, kernels: str = "auto",
                  cuda_graphs: bool = True, attention_backends: Sequence | None = None,
-                 fused_epilogues: bool = False, streams: int = 1) -> None:
+                 epilogues: str = "cublas", streams: int = 1) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if epilogues not in EPILOGUES:
+            raise ValueError(f"epilogues must be one of {EPILOGUES}, got {epilogues!r}")
         self.model = model
         self.config: MossConfig = model.config
         self.precision = precision
@@ -231,7 +244,11 @@ class FastMossEncoder:
         self.attention_backends = list(attention_backends) if attention_backends else None
         self.streams = max(1, streams) if self.device.type == "cuda" else 1
         self._side_streams: list = []
-        self.fused_epilogues = fused_epilogues and self.ops.name == "triton" and precision != "fp32"
+        # FP32 keeps the reference's op sequence (its codes are compared bit for bit); the cuBLAS form needs
+        # CUDA (fp16/bf16 x fp16/bf16 -> fp32 addmm), the Triton form Triton.
+        supported = precision != "fp32" and (self.ops.name == "triton" if epilogues == "triton"
+                                             else self.device.type == "cuda")
+        self.epilogues = epilogues if supported else "none"
         self._rope: dict[tuple[int, int, float], tuple[Tensor, Tensor]] = {}
         self._graphs: dict[tuple, _CapturedEncode] = {}
         self._pool = None
@@ -256,15 +273,24 @@ class FastMossEncoder:
 
     def _stage(self, config: PatchConfig | TransformerConfig, module: ProjectedTransformer) -> _Stage:
         assert isinstance(config, TransformerConfig)
+
+        def branch_output(weight: Tensor, scale: Tensor) -> Tensor:
+            # Accumulating matmuls take the layer scale folded into their weight's rows (s * (W a) = (s W) a).
+            return self._convert(weight * scale[:, None] if self.epilogues == "cublas" else weight)
+
         layers = [
             _Layer(layer.norm1.weight.detach(), layer.norm1.bias.detach(), self._convert(layer.self_attn.in_proj.weight),
-                   self._convert(layer.self_attn.out_proj.weight), layer.layer_scale_1.scale.detach(),
+                   branch_output(layer.self_attn.out_proj.weight, layer.layer_scale_1.scale),
+                   layer.layer_scale_1.scale.detach(),
                    layer.norm2.weight.detach(), layer.norm2.bias.detach(), self._convert(layer.linear1.weight),
-                   self._convert(layer.linear2.weight), layer.layer_scale_2.scale.detach())
+                   branch_output(layer.linear2.weight, layer.layer_scale_2.scale), layer.layer_scale_2.scale.detach())
             for layer in module.transformer.layers
         ]
+        ff_bias = (torch.zeros(config.dim_feedforward, device=self.device, dtype=self.dtype)
+                   if self.epilogues == "cublas" else None)
         return _Stage(config, self._convert(module.input_proj.weight if module.input_proj is not None else None),
-                      layers, self._convert(module.output_proj.weight if module.output_proj is not None else None))
+                      layers, self._convert(module.output_proj.weight if module.output_proj is not None else None),
+                      ff_bias)
 
     # -- the math -------------------------------------------------------------------------------------
     def _tables(self, frames: int, config: TransformerConfig) -> tuple[Tensor, Tensor]:
@@ -302,7 +328,8 @@ class FastMossEncoder:
             ops.residual_layernorm(x, y, weight=layers[0].ln1_w, bias=layers[0].ln1_b)
         else:
             y.copy_(x)
-        fused = self.fused_epilogues and width % 64 == 0
+        fused = self.epilogues == "triton" and width % 64 == 0
+        cublas = self.epilogues == "cublas"
         for index, layer in enumerate(layers):
             if fused:
                 qkv = ops.linear(y, layer.qkv_w, ops.EPILOGUE_ROPE, cos=cos, sin=sin, n_frames=frames)
@@ -312,16 +339,33 @@ class FastMossEncoder:
                 ops.rope_(qkv, cos, sin)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, N, D] views
             attended = self._attention(q, k, v, config.context).transpose(1, 2).reshape(rows, width)
-            ops.residual_layernorm(x, y, F.linear(attended, layer.out_w), layer.scale1, layer.ln2_w, layer.ln2_b)
-            hidden = ops.linear(y, layer.w1, ops.EPILOGUE_GELU) if fused else F.gelu(F.linear(y, layer.w1))
-            update = F.linear(hidden, layer.w2)
-            following = layers[index + 1] if index + 1 < len(layers) else None
-            if following is not None:
-                ops.residual_layernorm(x, y, update, layer.scale2, following.ln1_w, following.ln1_b)
+            if cublas:
+                self._accumulate_into(x, attended, layer.out_w)
+                ops.residual_layernorm(x, y, weight=layer.ln2_w, bias=layer.ln2_b)
             else:
-                ops.residual_layernorm(x, y, update, layer.scale2)  # y = x in the compute dtype
+                ops.residual_layernorm(x, y, F.linear(attended, layer.out_w), layer.scale1, layer.ln2_w, layer.ln2_b)
+            if fused:
+                hidden = ops.linear(y, layer.w1, ops.EPILOGUE_GELU)
+            elif cublas:  # GELU's tanh form on the FP32 accumulator: that is the epilogue cuBLASLt has
+                hidden = torch._addmm_activation(stage.ff_bias, y, layer.w1.t(), use_gelu=True)
+            else:
+                hidden = F.gelu(F.linear(y, layer.w1))
+            following = layers[index + 1] if index + 1 < len(layers) else None
+            norm = (following.ln1_w, following.ln1_b) if following is not None else (None, None)
+            if cublas:
+                self._accumulate_into(x, hidden, layer.w2)
+                ops.residual_layernorm(x, y, weight=norm[0], bias=norm[1])
+            else:  # without a following norm: y = x in the compute dtype
+                ops.residual_layernorm(x, y, F.linear(hidden, layer.w2), layer.scale2, *norm)
         out = F.linear(y, stage.output_w) if stage.output_w is not None else y
         return out.view(batch, frames, -1)
+
+    def _accumulate_into(self, x: Tensor, a: Tensor, w: Tensor) -> None:
+        """``x += a @ w.T`` with ``x`` the float32 residual stream: cuBLAS reads and writes it as its C matrix."""
+        if self.dtype == torch.float32:
+            torch.addmm(x, a, w.t(), out=x)
+        else:
+            torch.addmm(x, a, w.t(), out_dtype=torch.float32, out=x)
 
     def _quantize(self, latent: Tensor, frame_counts: Tensor, n_quantizers: int) -> Tensor:
         """The reference ResidualLFQ's op sequence on float32, with per-level constants precomputed."""

@@ -105,8 +105,10 @@ EPILOGUE_ROPE = 2  # out = a @ w^T with RoPE applied to its q and k thirds (the 
 
 
 @triton.jit
-def _linear_kernel(A, W, OUT, COS, SIN, M, N, K, n_frames, d_model, half_dim,
+def _linear_kernel(A, W, OUT, COS, SIN, M, N, K: tl.constexpr, n_frames, d_model, half_dim,
                    EPILOGUE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
+    # K is a compile-time constant (a handful of model widths): the loop bound is then a plain int, which
+    # Triton's CPU interpreter needs under NumPy 2 (it cannot range() over its one-element scalar arrays).
     pid = tl.program_id(0)
     blocks_m = tl.cdiv(M, BM)
     blocks_n = tl.cdiv(N, BN)
