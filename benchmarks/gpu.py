@@ -641,14 +641,11 @@ def concurrency_run(url: str, audio: list[np.ndarray], concurrency: int, seconds
 def _perf_analyzer(server, work: Path, audio: np.ndarray, levels: list[int], seconds: float) -> list[dict] | str:
     try:
         from benchmarks.perf_analyzer import PerfSettings, run_perf_analyzer
+        from benchmarks.perf_inputs import audio_entry, write_input_data
     except ImportError as error:
         return f"perf_analyzer helpers unavailable: {error}"
-    import base64
 
-    data = work / "perf_input.json"
-    data.write_text(json.dumps({"data": [{
-        "AUDIO": {"b64": base64.b64encode(audio.astype(np.float32).tobytes()).decode(), "shape": [audio.size]},
-        "TOP_K": {"content": [10], "shape": [1]}}]}), encoding="utf-8")
+    data = write_input_data(work / "perf_input.json", [audio_entry(audio, 10)])
     settings = PerfSettings(url=server.grpc_url, protocol="grpc", measurement_interval_ms=int(seconds * 1000), max_trials=3)
     points = []
     for level in levels:
