@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.plan import RunParams, safe_run_id
-from pipelines.step import add_run_arguments
+from pipelines.step import add_run_arguments, run_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "pipelines" / "dags"
@@ -85,11 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pipelines.settings import load_settings
 
+    params = run_params(args)
     home = args.airflow_home or Path(load_settings(args.config).work_root) / "airflow"
-    try:
-        params = RunParams(args.mode, args.checkpoint, args.epochs)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from error
     result = dag_test(args.airflow, home, args.config, params, args.log or home / "dags-test.log")
     print(json.dumps({"dag_id": DAG_ID, "run_id": result.run_id, "state": result.state, "returncode": result.returncode, "log": str(result.log)}))
     return 0 if result.state == "success" and result.returncode == 0 else 1

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from common.metrics_db import LatencyPoint, MetricsTarget, record_benchmark
+from common.metrics_db import LatencyPoint, record_benchmark
+from common.metrics_target import MetricsTarget
 from export.catalog_index import load_catalog
 from export.demo import noisy_excerpt
 from export.publish_index import TritonAdmin

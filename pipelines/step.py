@@ -26,12 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
 
 
-def run_context(args: argparse.Namespace) -> RunContext:
+def run_params(args: argparse.Namespace) -> RunParams:
+    """The parameters of ``add_run_arguments``, refused with a clear message when they contradict each other."""
     try:
-        params = RunParams(args.mode, args.checkpoint, args.epochs)
+        return RunParams(args.mode, args.checkpoint, args.epochs)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
-    return RunContext(load_settings(args.config), safe_run_id(args.run_id), params)
+
+
+def run_context(args: argparse.Namespace) -> RunContext:
+    return RunContext(load_settings(args.config), safe_run_id(args.run_id), run_params(args))
 
 
 def main(args: argparse.Namespace) -> int:

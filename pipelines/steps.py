@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import run_module
-from common.metrics_db import MetricsTarget, connect, ensure_run, mark_published, run_query
+from common.metrics_db import connect, ensure_run, mark_published, run_query
+from common.metrics_target import MetricsTarget
 from common.yaml_config import load_yaml, save_yaml
 from export.catalog_index import sha256_file
 from pipelines.run_state import RunContext, StepFailed

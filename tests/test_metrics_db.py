@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from common.cli import run_module
-from common.metrics_db import (ALL_CONDITIONS, LatencyPoint, MetricsTarget, connect, ensure_run, mark_published, metadata, quality_rows,
+from common.metrics_db import (ALL_CONDITIONS, LatencyPoint, connect, ensure_run, mark_published, metadata, quality_rows,
                                record_benchmark, record_index_build, record_quality, run_query)
-from common.metrics_target import metrics_target
+from common.metrics_target import MetricsTarget, metrics_target
 
 CONDITIONS = ("clean", "snr20")
 LENGTHS = ("5.0", "10.0")

@@ -124,6 +124,7 @@ def test_quality_gate_blocks_a_worse_checkpoint(refresh: Refresh) -> None:
     assert not (run_dir / "steps" / "gate.json").exists() and not (run_dir / "index").exists()  # ...and stopped at the gate
     assert versions(refresh.repository / "faiss_topk") == refresh.versions_after_first
     assert deployed_embedder_sha256(refresh.repository) == refresh.sha_after_first
+    assert refresh.server.is_ready()
     _, runs = run_query(connect(refresh.settings.metrics_db), "run_summary")
     assert [(run, status) for run, status, *_ in runs] == [("bootstrap", "published"), (refresh.first.run_id, "published"),
                                                           (refresh.worse.run_id, "gate_failed")]
@@ -165,6 +166,7 @@ def test_a_failed_publish_puts_the_previous_embedder_back(refresh: Refresh) -> N
     assert deployed_embedder_sha256(refresh.repository) == served_sha != sha256_file(refresh.settings.run_dir("broken") / "onnx" / "token_embedder.onnx")
     assert versions(refresh.repository / "faiss_topk") == served_versions
     assert not (refresh.settings.run_dir("broken") / "steps" / "publish.json").exists()
+    assert refresh.server.is_ready()
     catalog = load_catalog(refresh.repository / "faiss_topk" / str(served_versions[-1]) / "index", expected_embedder_sha256=served_sha)
     assert refresh.search_top1(catalog.track_ids[0]) in catalog.track_ids  # the server answers with the restored pair
 
