@@ -4,16 +4,24 @@ Per RVQ level, the share of frames whose code is unchanged when the audio is deg
 frame grid), cut into an excerpt (same samples, less causal context) or shifted by a few samples,
 against the chance agreement of two unrelated frames.
 This is what bounds retrieval: an embedder cannot recover a track from codes that carry no trace of it.
+
+The measurement (``Probe``, ``measure_probes``, ``chance_agreement``) is shared with
+`python -m training codec-report`, which runs a wider set of probes on real music.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
-from training.augment import CONDITIONS, degrade
+from training.augment import CONDITIONS, add_noise, degrade
 from training.encode import HOP, encode_clips
 from training.moss.weights import build_encoder
 from training.synth import synthesize_track
@@ -24,30 +32,116 @@ SHIFTS = (15, 60, 240, 960)
 CONTEXT_CUT_FRAMES = 25  # 2 s
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One way of hearing a clip again.
+
+    ``make(clip, rng)`` returns the probe waveform and the reference frame that the probe's frame 0
+    is compared with (its frame i with reference frame start + i).
+    """
+
+    name: str
+    make: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, int]]
+
+
+@dataclass(frozen=True)
+class FrameAgreement:
+    """Unchanged codes summed over clips, per level and per distance (frames) from the probe's first frame."""
+
+    matches: np.ndarray  # [Q, D]
+    counts: np.ndarray  # [D] clips compared at each distance
+
+    def by_level(self, from_frame: int = 0) -> list[float]:
+        """Share of unchanged codes per level over every compared frame at least ``from_frame`` frames in."""
+        frames = int(self.counts[from_frame:].sum())
+        if frames == 0:
+            raise ValueError(f"no compared frames {from_frame} or more frames after the probe's start (clips too short)")
+        return [float(v) for v in self.matches[:, from_frame:].sum(axis=1) / frames]
+
+    def curve(self) -> np.ndarray:
+        """``[Q, D]``: share of unchanged codes at each distance from the probe's start."""
+        return self.matches / self.counts
+
+
+def degrade_probe(condition: str) -> Probe:
+    """An ``augment.degrade`` evaluation condition, on the same frame grid."""
+    return Probe(condition, lambda x, rng: (degrade(x, condition, rng), 0))
+
+
+def noise_probe(kind: str, snr_db: float) -> Probe:
+    return Probe(f"{kind}{snr_db:g}", lambda x, rng: (add_noise(x, snr_db, kind, rng), 0))
+
+
+def shift_probe(samples: int) -> Probe:
+    """Frame i of the shifted clip starts ``samples`` later than frame i of the reference."""
+    return Probe(f"shift{samples}", lambda x, rng: (x[samples:], 0))
+
+
+def excerpt_probe(name: str, start_frame: int, sample_offset: bool = False) -> Probe:
+    """The clip from ``start_frame`` on, tokenized alone: the same samples with less causal context (a query never has
+    the track's past). With ``sample_offset`` the excerpt starts 1..hop-1 samples later (drawn per clip, as a live query
+    starts anywhere) and is compared with the nearest reference frames.
+    """
+
+    def make(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        start = start_frame * HOP + (int(rng.integers(1, HOP)) if sample_offset else 0)
+        return x[start:], int(round(start / HOP))
+
+    return Probe(name, make)
+
+
+def probe_rng(seed: int, probe: str, clip_index: int) -> np.random.Generator:
+    """Randomness of one probe on one clip: the same whichever other probes or clips are measured."""
+    return np.random.default_rng([seed, zlib.crc32(probe.encode()), clip_index])
+
+
 def chance_agreement(codes: list[np.ndarray]) -> list[float]:
     """Per level, the probability that two random frames share a code (sum of squared code frequencies)."""
     stacked = np.concatenate(codes, axis=1)
     return [float(np.sum((np.bincount(level) / level.size) ** 2)) for level in stacked]
 
 
-def agreement(reference: list[np.ndarray], other: list[np.ndarray]) -> list[float]:
-    pairs = [(r[:, : min(r.shape[1], o.shape[1])], o[:, : min(r.shape[1], o.shape[1])]) for r, o in zip(reference, other)]
-    return [float(v) for v in np.mean(np.concatenate([r == o for r, o in pairs], axis=1), axis=1)]
+def compare(reference: list[np.ndarray], probes: list[np.ndarray], starts: list[int]) -> FrameAgreement:
+    """Probe frame i against reference frame start + i, for every frame both have."""
+    spans = [min(p.shape[1], r.shape[1] - s) for r, p, s in zip(reference, probes, starts)]
+    matches = np.zeros((reference[0].shape[0], max(max(spans), 0)))
+    counts = np.zeros(matches.shape[1], dtype=np.int64)
+    for r, p, s, n in zip(reference, probes, starts, spans):
+        if n > 0:
+            matches[:, :n] += r[:, s : s + n] == p[:, :n]
+            counts[:n] += 1
+    return FrameAgreement(matches, counts)
 
 
-def measure(encoder, clips: list[np.ndarray], n_quantizers: int, batch_size: int, device, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
+def measure_probes(
+    encoder: torch.nn.Module,
+    clips: list[np.ndarray],
+    reference: list[np.ndarray],
+    probes: list[Probe],
+    n_quantizers: int,
+    batch_size: int,
+    device: torch.device | str,
+    seed: int,
+    desc: str = "code stability",
+) -> dict[str, FrameAgreement]:
+    """Tokenize every probe of every clip and compare with ``reference`` (the clips' own codes)."""
+    results: dict[str, FrameAgreement] = {}
+    for probe in tqdm(probes, desc=desc, unit="condition"):
+        made = [probe.make(clip, probe_rng(seed, probe.name, i)) for i, clip in enumerate(clips)]
+        codes = encode_clips(encoder, [waveform for waveform, _ in made], n_quantizers, batch_size, device)
+        results[probe.name] = compare(reference, codes, [start for _, start in made])
+    return results
+
+
+def measure(encoder: torch.nn.Module, clips: list[np.ndarray], n_quantizers: int, batch_size: int, device: torch.device | str, seed: int) -> dict:
     reference = encode_clips(encoder, clips, n_quantizers, batch_size, device)
-    rows = {"chance": chance_agreement(reference)}
-    for condition in CONDITIONS[1:]:
-        rows[condition] = agreement(reference, encode_clips(encoder, [degrade(c, condition, rng) for c in clips], n_quantizers, batch_size, device))
-    # The same audio tokenized as an excerpt that starts CONTEXT_CUT_FRAMES frames in, on the frame grid:
-    # what differs is only the causal context the encoder had (a query never has the track's past).
-    rows["excerpt"] = agreement([r[:, CONTEXT_CUT_FRAMES:] for r in reference], encode_clips(encoder, [c[CONTEXT_CUT_FRAMES * HOP :] for c in clips], n_quantizers, batch_size, device))
-    for shift in SHIFTS:
-        # Frame i of the shifted clip starts `shift` samples later than frame i of the reference.
-        rows[f"shift{shift}"] = agreement(reference, encode_clips(encoder, [c[shift:] for c in clips], n_quantizers, batch_size, device))
-    return rows
+    probes = [
+        *(degrade_probe(c) for c in CONDITIONS[1:]),
+        excerpt_probe("excerpt", CONTEXT_CUT_FRAMES),
+        *(shift_probe(s) for s in SHIFTS),
+    ]
+    results = measure_probes(encoder, clips, reference, probes, n_quantizers, batch_size, device, seed)
+    return {"chance": chance_agreement(reference), **{name: result.by_level() for name, result in results.items()}}
 
 
 def plot(rows: dict, path: Path) -> None:
