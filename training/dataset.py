@@ -9,17 +9,60 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
+from training.audio_io import SAMPLE_RATE, load_audio
+from training.encode import HOP
 from training.token_files import TokenFile, load_tracks
 
-# Catalog segments: 10-s windows (12.5 frames/s) with 50 % overlap, so any query up to 5 s
-# lies wholly inside one segment. Shared by training, evaluation and the served index.
-WINDOW_FRAMES = 125
-HOP_FRAMES = 62
+CATALOG_TOKENIZE = ("whole", "alone")
+# Windows tokenized alone are encoded in groups of at least this many: full batches, bounded memory.
+_ENCODE_GROUP = 64
+
+# waveforms -> their codes [Q, T_i], in order (training.encode.clip_encoder)
+ClipEncoder = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass
+class CatalogConfig:
+    """How a track becomes catalog rows: windows of ``window_s`` every ``hop_s`` seconds, on the frame grid.
+
+    ``tokenize``: ``whole`` cuts the windows from the whole track's codes (each window keeps the causal
+    context of the music before it); ``alone`` tokenizes each window's audio by itself, as a query is.
+    The default (10-s windows, 50 % overlap) holds any query up to 5 s wholly inside one window.
+    """
+
+    tokenize: str = "whole"
+    window_s: float = 10.0
+    hop_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.tokenize not in CATALOG_TOKENIZE:
+            raise ValueError(f"catalog.tokenize must be one of {CATALOG_TOKENIZE}, got {self.tokenize!r}")
+        if self.window_frames < 1 or self.hop_frames < 1:
+            raise ValueError(f"catalog windows need window_s and hop_s of at least one frame ({HOP / SAMPLE_RATE} s), got {self.window_s} and {self.hop_s}")
+
+    @property
+    def window_frames(self) -> int:
+        return seconds_to_frames(self.window_s)
+
+    @property
+    def hop_frames(self) -> int:
+        return seconds_to_frames(self.hop_s)
+
+
+def seconds_to_frames(seconds: float) -> int:
+    """Whole frames in ``seconds`` (floored; the epsilon keeps e.g. 2.32 s = 29 frames from flooring to 28)."""
+    return int(seconds * SAMPLE_RATE / HOP + 1e-6)
+
+
+WINDOW_FRAMES = CatalogConfig().window_frames
+HOP_FRAMES = CatalogConfig().hop_frames
 
 
 @dataclass
@@ -127,34 +170,67 @@ def collate_pairs(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Ten
     return (*pad_batch(list(anchors)), *pad_batch(list(positives)))
 
 
-def catalog_windows(codes: np.ndarray, window_frames: int, hop_frames: int) -> list[np.ndarray]:
-    """Overlapping windows of a track's codes [Q, T]; the last one is aligned to the end so the tail is covered."""
-    n_frames = codes.shape[1]
+def window_starts(n_frames: int, window_frames: int, hop_frames: int) -> list[int]:
+    """First frame of every catalog window of an ``n_frames`` sequence; the last one is aligned to the end so the tail is covered."""
     if n_frames <= window_frames:
-        return [codes]
+        return [0]
     starts = list(range(0, n_frames - window_frames + 1, hop_frames))
     if starts[-1] != n_frames - window_frames:
         starts.append(n_frames - window_frames)
-    return [codes[:, s : s + window_frames] for s in starts]
+    return starts
+
+
+def catalog_windows(codes: np.ndarray, window_frames: int, hop_frames: int) -> list[np.ndarray]:
+    """Overlapping windows of a track's codes [Q, T] at ``window_starts``."""
+    return [codes[:, s : s + window_frames] for s in window_starts(codes.shape[1], window_frames, hop_frames)]
 
 
 @dataclass
 class SegmentCatalog:
-    """Every track's catalog windows, with the track (index into ``track_ids``) and chunk of each."""
+    """Every track's catalog windows, with the track (index into ``track_ids``), chunk and first sample of each."""
 
     track_ids: list[str]
     segments: list[np.ndarray]
     segment_track: np.ndarray
     segment_chunk: np.ndarray
+    segment_start: np.ndarray  # first sample of the window in its whole track
 
 
-def build_catalog(tracks: dict[str, list[TokenFile]], window_frames: int = WINDOW_FRAMES, hop_frames: int = HOP_FRAMES) -> SegmentCatalog:
+def build_catalog(
+    tracks: dict[str, list[TokenFile]],
+    layout: CatalogConfig | None = None,
+    encode: ClipEncoder | None = None,
+    audio_paths: dict[str, Path] | None = None,
+) -> SegmentCatalog:
+    """The catalog rows of ``tracks`` under ``layout``; the one window cutter of evaluation, training and the index.
+
+    ``whole``: windows cut from each token file's codes. ``alone``: the same windows' audio (from
+    ``audio_paths[track]``, else the token file's ``source_path``) tokenized one by one with ``encode``,
+    as a query of that length would be.
+    """
+    layout = layout or CatalogConfig()
+    if layout.tokenize == "alone" and encode is None:
+        raise ValueError("catalog.tokenize 'alone' tokenizes each window's audio: it needs an encoder")
+    window, hop = layout.window_frames, layout.hop_frames
     track_ids = sorted(tracks)
-    segments, seg_track, seg_chunk = [], [], []
-    for t, track_id in enumerate(track_ids):
+    segments: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    seg_track, seg_chunk, seg_start = [], [], []
+    for t, track_id in enumerate(tqdm(track_ids, desc="catalog windows", unit="track", disable=layout.tokenize == "whole")):
+        audio = load_audio(audio_paths[track_id] if audio_paths else tracks[track_id][0].source_path) if layout.tokenize == "alone" else None
+        chunk_offset = 0
         for chunk in tracks[track_id]:
-            for window in catalog_windows(chunk.codes, window_frames, hop_frames):
-                segments.append(window)
+            for start in window_starts(chunk.codes.shape[1], window, hop):
                 seg_track.append(t)
                 seg_chunk.append(chunk.chunk_index)
-    return SegmentCatalog(track_ids, segments, np.array(seg_track, dtype=np.int64), np.array(seg_chunk, dtype=np.int64))
+                seg_start.append(chunk_offset + start * HOP)
+                if audio is None:
+                    segments.append(chunk.codes[:, start : start + window])
+                else:
+                    end = min(start + window, chunk.codes.shape[1])
+                    pending.append(audio[chunk_offset + start * HOP : chunk_offset + end * HOP])
+            chunk_offset += int(round(chunk.duration_s * SAMPLE_RATE))
+        if pending and (len(pending) >= _ENCODE_GROUP or t == len(track_ids) - 1):
+            segments.extend(encode(pending))
+            pending = []
+    return SegmentCatalog(track_ids, segments, np.array(seg_track, dtype=np.int64), np.array(seg_chunk, dtype=np.int64), np.array(seg_start, dtype=np.int64))

@@ -1,7 +1,7 @@
 """Running the MOSS encoder over many clips of different lengths, batched."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -41,3 +41,12 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+def clip_encoder(encoder: torch.nn.Module, n_quantizers: int, batch_size: int = 16, device: torch.device | str = "cpu") -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """``encode_clips`` with the encoder settings bound: what ``training.dataset.build_catalog`` calls for ``alone`` windows."""
+
+    def encode(clips: list[np.ndarray]) -> list[np.ndarray]:
+        return encode_clips(encoder, clips, n_quantizers, batch_size, device)
+
+    return encode

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from common.metrics_target import add_metrics_arguments, metrics_target
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
 from training.augment import CONDITIONS, degrade
-from training.dataset import HOP_FRAMES, WINDOW_FRAMES, build_catalog
+from training.dataset import HOP_FRAMES, WINDOW_FRAMES, CatalogConfig, build_catalog
 from training.encode import HOP, encode_clips
 from training.metrics import ranks_of_targets, retrieval_metrics
 from training.moss.weights import build_encoder
@@ -120,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
     if absent:
         raise SystemExit(f"{len(absent)} tracks of split {args.split!r} have no tokens under {args.tokens_root}, e.g. {absent[:5]}")
     audio_paths = {p.stem: p for p in list_audio_files(args.audio_root)}
-    catalog = build_catalog(tracks, args.window_frames, args.hop_frames)
+    catalog = build_catalog(tracks, CatalogConfig(window_s=args.window_frames * HOP / SAMPLE_RATE, hop_s=args.hop_frames * HOP / SAMPLE_RATE))
     queries = make_queries(tracks, catalog.track_ids, audio_paths, args.query_seconds, args.conditions, args.seed, args.protocol, args.query_alignment)
     if not queries:
         raise SystemExit(f"no queries: protocol {args.protocol} needs tracks tokenized in several chunks (tokenize --chunk-seconds)")
