@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+# The Debian packages the wheels' binaries link (setup/apt-packages.txt): installed and checked after .venv.
+SYSTEM_STAMP := $(VENV)/.system-$(shell cat setup/apt-packages.txt setup/system-packages.sh | cksum | cut -d' ' -f1)
 # Apache Airflow gets its own environment: its pins are not the project's, and its DAG only calls our CLIs.
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_LOCK := pipelines/requirements-airflow.txt
@@ -10,7 +12,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-$(shell cat $(AIRFLOW_LOCK) | cksum | cu
 
 .PHONY: setup airflow-setup test demo serve quality bench pipeline report clean
 
-setup: $(SETUP_STAMP)
+setup: $(SETUP_STAMP) $(SYSTEM_STAMP)
 
 $(SETUP_STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +22,11 @@ $(SETUP_STAMP): pyproject.toml Makefile
 	# (numpy<2, pyzmq, ...) are not needed to start the binary.
 	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0
 	rm -f $(VENV)/.setup-*
+	touch $@
+
+$(SYSTEM_STAMP): $(SETUP_STAMP) setup/apt-packages.txt setup/system-packages.sh
+	setup/system-packages.sh $(PY)
+	rm -f $(VENV)/.system-*
 	touch $@
 
 airflow-setup: $(AIRFLOW_STAMP)
@@ -44,8 +51,6 @@ quality: setup
 	$(PY) -m training quality
 
 bench: setup
-	# perf_analyzer (tritonclient 2.50 wheel) links Debian's libb64.
-	dpkg -s libb64-0d >/dev/null 2>&1 || { apt-get update && apt-get install -y libb64-0d; }
 	$(PY) -m benchmarks perf --suite cpu
 
 pipeline: setup airflow-setup

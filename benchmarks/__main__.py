@@ -10,6 +10,7 @@ COMMANDS = {
     "kill-stub": Command("benchmarks.stub_kill", "kill a Python-backend stub under load and record what Triton does"),
     "gpu": Command("benchmarks.gpu", "GPU encoder / top-K / end-to-end benchmark (run on a GPU machine)"),
     "report": Command("benchmarks.report", "run-over-run trend tables and a PNG from the run-metrics database (--db URL)"),
+    "check-libs": Command("benchmarks.check_libs", "check that tritonserver and perf_analyzer resolve every shared library"),
 }
 
 if __name__ == "__main__":

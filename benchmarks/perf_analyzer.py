@@ -1,12 +1,12 @@
 """Run Triton's perf_analyzer (from the tritonclient 2.50 wheel) for one model and concurrency, and read its CSV.
 
-The binary links libb64 (Debian package libb64-0d) and libcudart.so.12 even without a GPU; the
-CUDA runtime comes from the nvidia-cuda-runtime-cu12 wheel, whose folder we put on LD_LIBRARY_PATH.
+The binary links libb64 (Debian package libb64-0d, in setup/apt-packages.txt) and libcudart.so.12 even
+without a GPU; the CUDA runtime comes from the nvidia-cuda-runtime-cu12 wheel, whose folder we put on
+LD_LIBRARY_PATH.
 """
 from __future__ import annotations
 
 import csv
-import ctypes
 import dataclasses
 import importlib.util
 import os
@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-LIBB64 = "libb64.so.0d"
+from common.system_libs import missing_libraries_error, shared_libraries
 
 
 class PerfAnalyzerUnavailable(RuntimeError):
@@ -82,15 +82,20 @@ def perf_analyzer_binary() -> Path:
     return Path(which)
 
 
-def perf_environment() -> dict[str, str]:
-    """The environment perf_analyzer starts in; raises with the fix when a library it links is absent."""
-    try:
-        ctypes.CDLL(LIBB64)
-    except OSError as error:
-        raise PerfAnalyzerUnavailable(
-            f"perf_analyzer needs {LIBB64} from the Debian package libb64-0d: apt-get install -y libb64-0d ({error})") from error
+def perf_library_environment() -> dict[str, str]:
+    """The environment perf_analyzer starts in: the CUDA runtime wheel's folder on LD_LIBRARY_PATH."""
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(_cuda_runtime_lib()), env.get("LD_LIBRARY_PATH", "")) if p)
+    return env
+
+
+def perf_environment() -> dict[str, str]:
+    """perf_analyzer's environment; raises naming the library and its Debian package when one does not resolve."""
+    env = perf_library_environment()
+    binary = perf_analyzer_binary()
+    problem = missing_libraries_error("perf_analyzer", binary, shared_libraries(binary, env))
+    if problem:
+        raise PerfAnalyzerUnavailable(problem)
     return env
 
 
