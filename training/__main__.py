@@ -11,6 +11,9 @@ COMMANDS = {
     "train": Command("training.train", "train the TokenEmbedder with NT-Xent"),
     "evaluate": Command("training.evaluate", "Recall@K / MRR of a checkpoint on a split"),
     "code-stability": Command("training.code_stability", "share of unchanged codes per RVQ level under noise, reverb, EQ and sample shifts"),
+    "codec-report": Command("training.codec_report", "codec quality and code stability per RVQ level on held-out music, beside the random encoder"),
+    "codec-train": Command("training.codec.train", "train a MOSS-architecture codec from scratch on real music (resumable slices)"),
+    "codec-export": Command("training.codec.export", "codec-train state -> official-layout config.json + model.safetensors"),
     "quality": Command("training.quality", "synth -> tokenize -> splits -> views -> train -> evaluate on generated audio"),
 }
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 
 from training.moss.config import MossSource, moss_source_arg
-from training.moss.weights import empty_encoder
+from training.moss.weights import empty_codec, empty_encoder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--moss-config", type=moss_source_arg, default="official",
-        help="'official' or 'tiny' (architecture presets, random weights) or a folder with config.json + *.safetensors",
+        help="'official', 'small' or 'tiny' (architecture presets, random weights) or a folder with config.json + *.safetensors",
     )
 
 
@@ -30,8 +30,10 @@ def describe(source: MossSource) -> str:
         ("attention windows", f"{windows} frames"),
         ("parameters encoder", f"{counts.encoder:,}"),
         ("parameters quantizer", f"{counts.quantizer:,} (decoder-side output projection: {counts.quantizer_output_proj:,})"),
-        ("parameters total", f"{counts.total:,}"),
+        ("parameters total", f"{counts.total:,} (encode path)"),
     ]
+    if config.has_decoder:
+        rows.append(("parameters decoder", f"{empty_codec(config, 'meta').decoder_parameter_count():,}"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

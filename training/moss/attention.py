@@ -30,6 +30,14 @@ def windowed_causal_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def causal_attention_within_context(q: Tensor, k: Tensor, v: Tensor, context: int) -> Tensor:
+    """Training backend: clips no longer than the window need only the causal mask, which SDPA's fused
+    (flash) kernels take without materialising it; longer clips fall back to the explicit window."""
+    if q.shape[-2] <= context:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return windowed_causal_attention(q, k, v, context)
+
+
 def apply_rope(x: Tensor, max_period: float) -> Tensor:
     """Interleaved rotary embedding on ``[B, H, N, D]``: dims (2i, 2i+1) rotate by t * max_period^(-2i/D).
 

@@ -88,14 +88,18 @@ class MossEncoder(nn.Module):
 
         S may be any length: the waveform is right-padded with zeros to a whole number of hops.
         """
+        frame_counts = torch.div(lengths, self.config.hop, rounding_mode="floor")
+        return self.quantizer(self.latent(waveform), frame_counts, n_quantizers), frame_counts
+
+    def latent(self, waveform: Tensor) -> Tensor:
+        """Encoder output ``[B, T, input_dim]`` of float ``[B, 1, S]``, right-padded with zeros to whole hops."""
         hop = self.config.hop
         x = waveform[:, 0]
         x = F.pad(x, (0, (hop - x.shape[-1] % hop) % hop))
         latent = x.unsqueeze(-1)  # [B, S, 1]: time-major with one channel
         for module in self.encoder:
             latent = module(latent)
-        frame_counts = torch.div(lengths, hop, rounding_mode="floor")
-        return self.quantizer(latent, frame_counts, n_quantizers), frame_counts
+        return latent
 
     def forward(
         self, waveform: Tensor, lengths: Tensor | None = None, n_quantizers: int | None = None

@@ -1,5 +1,7 @@
-"""Residual LFQ quantizer of the MOSS encode path (codes only; the decoder side is not built)."""
+"""Residual LFQ quantizer of MOSS: codes for the encode path, dequantisation and the training pass for the codec."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +67,21 @@ class LFQLevel(nn.Module):
         codes = nearest_code(self.in_proj(residual), self.codebook.weight)
         return codes, self.out_proj(self.codebook(codes))
 
+    def train_forward(self, residual: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Codes, the straight-through update, and the per-frame commitment and codebook errors ``[B, T]``.
+
+        The update is ``out_proj(u + (row - u))`` with the difference detached: the forward value is the
+        codebook row (what inference adds), the gradient reaches the encoder through ``u``. The codebook
+        learns from its own error term, on raw (un-normalised) vectors, since raw rows are what the
+        decoder receives; the lookup itself stays on normalised vectors, as at inference.
+        """
+        u = self.in_proj(residual)
+        codes = nearest_code(u, self.codebook.weight)
+        row = self.codebook(codes)
+        commitment = (u.float() - row.detach().float()).pow(2).mean(-1)
+        codebook = (row.float() - u.detach().float()).pow(2).mean(-1)
+        return codes, self.out_proj(u + (row - u).detach()), commitment, codebook
+
 
 class ResidualLFQ(nn.Module):
     def __init__(self, config: QuantizerConfig) -> None:
@@ -87,3 +104,45 @@ class ResidualLFQ(nn.Module):
             residual = residual - update * mask
             codes.append(level_codes)
         return torch.stack(codes, dim=1)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """Codes ``[B, Q, T]`` (any first Q levels) -> the decoder's input ``[B, T, output_dim]``."""
+        if codes.shape[1] > len(self.quantizers):
+            raise ValueError(f"codes have {codes.shape[1]} levels, the quantizer {len(self.quantizers)}")
+        summed = sum(level.out_proj(level.codebook(codes[:, i])) for i, level in enumerate(self.quantizers[: codes.shape[1]]))
+        return self.output_proj(summed)
+
+    def train_forward(self, latent: Tensor, levels: Tensor) -> QuantizerTrainOutput:
+        """Quantise with ``levels[b]`` levels for item ``b`` (quantizer dropout: variable bitrate).
+
+        Levels past an item's count add nothing to its latent nor to its losses, so each item is
+        trained as the codec it would be at that bitrate; every frame is valid (training crops are whole).
+        """
+        residual = self.input_proj(latent)
+        quantized = torch.zeros_like(residual)
+        codes, commitment, codebook = [], residual.new_zeros(()), residual.new_zeros(())
+        weights = levels.new_zeros(())
+        for index, level in enumerate(self.quantizers[: int(levels.max())]):
+            active = (levels > index).to(residual.dtype)[:, None]  # [B, 1]
+            level_codes, update, commit, book = level.train_forward(residual)
+            update = update * active[..., None]
+            quantized = quantized + update
+            residual = residual - update
+            commitment = commitment + (commit * active).sum()
+            codebook = codebook + (book * active).sum()
+            weights = weights + active.sum() * commit.shape[1]
+            codes.append(level_codes)
+        return QuantizerTrainOutput(
+            quantized=self.output_proj(quantized),
+            codes=torch.stack(codes, dim=1),
+            commitment=commitment / weights,
+            codebook=codebook / weights,
+        )
+
+
+@dataclass
+class QuantizerTrainOutput:
+    quantized: Tensor  # [B, T, output_dim], the decoder's input
+    codes: Tensor  # [B, max levels, T]; levels past an item's count are computed but unused
+    commitment: Tensor  # mean squared (u - row) over active levels and frames, gradient to the encoder
+    codebook: Tensor  # the same error, gradient to the codebook rows

@@ -1,8 +1,9 @@
-"""Weights of the MOSS encoder: seeded random init, strict loading of official checkpoints, saving in their layout.
+"""Weights of MOSS models: seeded random init, strict loading of official checkpoints, saving in their layout.
 
 Checkpoints are read from a local folder only (``config.json`` + ``*.safetensors``, optionally
 sharded with ``model.safetensors.index.json``); nothing is downloaded and no remote code runs.
-Only ``encoder.*`` and ``quantizer.*`` keys are read; the decoder is never loaded.
+An encoder reads only ``encoder.*`` and ``quantizer.*`` keys (a codec checkpoint's decoder is
+skipped); a codec (``MossCodec``) also reads ``decoder.*``.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from training.moss.codec import MossCodec
 from training.moss.config import RANDOM_WEIGHTS_SEED, MossConfig, MossSource, resolve_moss
 from training.moss.model import MossEncoder
 from training.moss.quantizer import PointwiseConv
 from training.moss.transformer import LayerScale
 
 ENCODE_PREFIXES = ("encoder.", "quantizer.")
+CODEC_PREFIXES = (*ENCODE_PREFIXES, "decoder.")
 INDEX_FILE = "model.safetensors.index.json"
 _MAX_LISTED = 20
 
@@ -60,10 +63,23 @@ def official_key(model_key_: str) -> str:
     return _rename(model_key_, _TO_OFFICIAL)
 
 
+def _prefixes(model: MossEncoder) -> tuple[str, ...]:
+    return CODEC_PREFIXES if isinstance(model, MossCodec) else ENCODE_PREFIXES
+
+
 def empty_encoder(config: MossConfig, device: str | torch.device = "meta") -> MossEncoder:
     """An encoder with uninitialised storage (no memory at all on ``meta``): fill it before use."""
+    return _empty(MossEncoder, config, device)
+
+
+def empty_codec(config: MossConfig, device: str | torch.device = "meta") -> MossCodec:
+    """A codec (encoder + quantizer + decoder) with uninitialised storage: fill it before use."""
+    return _empty(MossCodec, config, device)
+
+
+def _empty(cls: type[MossEncoder], config: MossConfig, device: str | torch.device) -> MossEncoder:
     with torch.device("meta"):
-        model = MossEncoder(config)
+        model = cls(config)
     return model if torch.device(device).type == "meta" else model.to_empty(device=device)
 
 
@@ -113,8 +129,36 @@ def _checkpoint_files(folder: Path) -> dict[Path, set[str] | None]:
     return {path: None for path in files}
 
 
-def read_encode_tensors(folder: str | Path) -> dict[str, Tensor]:
-    """``encoder.*`` / ``quantizer.*`` tensors of a local checkpoint, under their checkpoint names."""
+def init_codec_weights(model: MossCodec, seed: int) -> None:
+    """The starting point for training a codec from scratch: small normal linears, unit norms, layer
+    scales at the config's value, weight-normalised convs with ``g = |v|`` and zero bias, and
+    codebooks drawn like the vectors their level's input projection produces at the start."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, 0.02, generator=generator)
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            elif isinstance(module, LayerScale):
+                module.scale.fill_(_layer_scale(model.config))
+            elif isinstance(module, PointwiseConv):
+                weight = module.parametrizations.weight
+                fan_in = weight.original1.shape[1]
+                weight.original1.normal_(0.0, fan_in ** -0.5, generator=generator)
+                weight.original0.copy_(weight.original1.norm(dim=(1, 2), keepdim=True))
+                module.bias.zero_()
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, 1.0, generator=generator)
+
+
+def _layer_scale(config: MossConfig) -> float:
+    return next(stage.layer_scale for _, stage in config.transformers)
+
+
+def read_encode_tensors(folder: str | Path, prefixes: tuple[str, ...] = ENCODE_PREFIXES) -> dict[str, Tensor]:
+    """The tensors of a local checkpoint whose names start with ``prefixes``, under their checkpoint names."""
     folder = Path(folder)
     tensors: dict[str, Tensor] = {}
     duplicates: list[str] = []
@@ -123,7 +167,7 @@ def read_encode_tensors(folder: str | Path) -> dict[str, Tensor]:
             raise CheckpointMismatchError(f"{folder}: {INDEX_FILE} names {path.name}, which does not exist")
         with safe_open(str(path), framework="pt") as handle:
             for key in handle.keys():
-                if not key.startswith(ENCODE_PREFIXES) or (owned is not None and key not in owned):
+                if not key.startswith(prefixes) or (owned is not None and key not in owned):
                     continue
                 if key in tensors:
                     duplicates.append(f"{key} ({path.name})")
@@ -145,7 +189,7 @@ def load_official_weights(model: MossEncoder, folder: str | Path) -> None:
     state: dict[str, Tensor] = {}
     origin: dict[str, str] = {}
     problems: dict[str, list[str]] = {"missing": [], "unexpected": [], "wrong shape": [], "given twice": []}
-    for key, tensor in read_encode_tensors(folder).items():
+    for key, tensor in read_encode_tensors(folder, _prefixes(model)).items():
         name = model_key(key)
         if name in state:
             problems["given twice"].append(f"{key} and {origin[name]}")
@@ -159,19 +203,23 @@ def load_official_weights(model: MossEncoder, folder: str | Path) -> None:
     )
     if any(problems.values()):
         report = "\n".join(_listing(title, items) for title, items in problems.items() if items)
-        raise CheckpointMismatchError(f"checkpoint {folder} does not match the MOSS encoder config:\n{report}")
+        raise CheckpointMismatchError(f"checkpoint {folder} does not match the MOSS {type(model).__name__} config:\n{report}")
     # assign: the checkpoint's tensors become the parameters, so a meta-device model loads without a second copy.
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True, assign=True)
 
 
-def save_official_layout(model: MossEncoder, folder: str | Path, shards: int = 1) -> Path:
-    """Write ``config.json`` + safetensors under official key names (sharded with an index if ``shards > 1``)."""
+def save_official_layout(model: MossEncoder, folder: str | Path, shards: int = 1, dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``config.json`` + safetensors under official key names (sharded with an index if ``shards > 1``).
+
+    A plain encoder writes the encode side of its config; a codec writes its decoder too.
+    """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(model.config.to_official_dict(), indent=2))
-    tensors = {official_key(k): v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    config = model.config if isinstance(model, MossCodec) else model.config.without_decoder()
+    (folder / "config.json").write_text(json.dumps(config.to_official_dict(), indent=2))
+    tensors = {official_key(k): v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     if shards == 1:
         save_file(tensors, str(folder / "model.safetensors"))
         return folder
@@ -190,11 +238,20 @@ def save_official_layout(model: MossEncoder, folder: str | Path, shards: int = 1
 
 def build_encoder(spec: str | MossSource, device: str | torch.device = "cpu") -> MossEncoder:
     """Eval-mode encoder: presets get seeded random weights, folders their checkpoint."""
+    return _build(MossEncoder, spec, device)
+
+
+def build_codec(spec: str | MossSource, device: str | torch.device = "cpu") -> MossCodec:
+    """Eval-mode codec (needs a config with ``decoder_kwargs``): presets random, folders their checkpoint."""
+    return _build(MossCodec, spec, device)
+
+
+def _build(cls: type[MossEncoder], spec: str | MossSource, device: str | torch.device) -> MossEncoder:
     source = resolve_moss(spec) if isinstance(spec, str) else spec
     if source.weights_dir is None:
-        model = empty_encoder(source.config, "cpu")
+        model = _empty(cls, source.config, "cpu")
         init_random_weights(model)
     else:
-        model = empty_encoder(source.config, "meta")
+        model = _empty(cls, source.config, "meta")
         load_official_weights(model, source.weights_dir)
     return model.to(device).eval()

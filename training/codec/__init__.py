@@ -1,0 +1,1 @@
+"""Training the MOSS-architecture codec from scratch: data crops, reconstruction losses, the resumable loop."""
