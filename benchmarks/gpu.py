@@ -571,10 +571,6 @@ def build_gpu_repository(work: Path, moss_spec: str, n_vectors: int, segments_pe
     tracks = [{"track_id": f"track-{i:07d}"} for i in range(math.ceil(n_vectors / segments_per_track))]
     segments = np.arange(n_vectors) // segments_per_track
     write_catalog(repository / "faiss_topk" / "1" / "index", FlatVectors(vectors), segments, tracks, onnx_sha, "flat")
-    # The configs' EXECUTION_ENV_PATH points two levels above each model folder: this interpreter's environment.
-    environment = work / ".venv"
-    if not environment.exists():
-        environment.symlink_to(sys.prefix, target_is_directory=True)
     return repository
 
 
@@ -699,7 +695,7 @@ def section_e2e(args: argparse.Namespace, results: dict, out: Path) -> None:
     log(f"e2e repository at {repository} in {section['setup_s']:.1f} s; starting tritonserver ...")
     audio = [test_clips(1, args.e2e_query_seconds, seed=100 + i)[0, 0] for i in range(8)]
     server = EmbeddedTriton(repository, model_config_name="gpu", startup_timeout_s=args.e2e_startup_timeout,
-                            log_path=work / "tritonserver.log",
+                            log_path=work / "tritonserver.log", python_env=args.python_env,
                             extra_args=["--cuda-memory-pool-byte-size=0:268435456",
                                         # a batch of 32 10-s windows is 31 MB: start the stubs' shared memory large
                                         "--backend-config=python,shm-default-byte-size=134217728"])
@@ -884,6 +880,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--perf-concurrency", default="1,16", help="perf_analyzer concurrency levels")
     parser.add_argument("--skip-perf-analyzer", action="store_true")
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder for the e2e repository")
+    parser.add_argument("--python-env", type=Path, default=None,
+                        help="virtual environment of the backend stubs (default: this interpreter's)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -27,7 +27,6 @@ python3 -m venv --without-pip /tmp/stubenv
 STUBSITE=$(/tmp/stubenv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 python3 -c "import tarfile; tarfile.open('.whl/numpy.tar.xz').extractall('$STUBSITE')"
 echo "import site; site.addsitedir('$SITE')" > "$STUBSITE/zz_image.pth"
-mkdir -p /tmp/e2e && ln -sfn /tmp/stubenv /tmp/e2e/.venv
 /tmp/stubenv/bin/python -c "import numpy, torch, onnxruntime, training.moss; print('stub env: numpy', numpy.__version__, 'torch', torch.__version__)"
 export LD_LIBRARY_PATH="/tmp/libs:${LD_LIBRARY_PATH:-}"
 export PATH="$VENV/bin:$PATH"
@@ -38,7 +37,7 @@ if [ -z "$SKIP_TESTS" ]; then
   timeout 170 python3 -m pytest -q -x -p no:cacheprovider --noconftest tests/test_moss_gpu.py tests/test_torch_topk.py tests/test_torch_serving.py -k "not interpreter and not gpu_configs" 2>&1 | tail -15
 fi
 echo "== benchmark"
-timeout "${BENCH_TIMEOUT:-400}" python3 -m benchmarks gpu --out "$OUT" --work-dir /tmp/e2e "$@" > "$OUT/log.txt" 2>&1
+timeout "${BENCH_TIMEOUT:-400}" python3 -m benchmarks gpu --out "$OUT" --work-dir /tmp/e2e --python-env /tmp/stubenv "$@" > "$OUT/log.txt" 2>&1
 echo "== exit $?"
 grep -E "Error|error|Traceback" "$OUT/log.txt" | head -20
 tail -70 "$OUT/log.txt"

@@ -20,6 +20,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from common.yaml_config import from_dict
+from export.triton_runtime import PYTHON_ENV_LINK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "serving.yaml"
@@ -86,7 +87,6 @@ class Production:
 class Embedded:
     config_name: str = "cpu"
     onnx_backend: str = "onnx_cpu"
-    execution_env: str = "$$TRITON_MODEL_DIRECTORY/../../.venv"
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,6 @@ class Gpu:
 
     config_name: str = "gpu"
     torch_backend: str = "torch_gpu"
-    execution_env: str = "$$TRITON_MODEL_DIRECTORY/../../.venv"
 
 
 @dataclass(frozen=True)
@@ -200,10 +199,10 @@ def build_model_config(model: ModelSpec, target: str, config: ServingConfig) -> 
     message.instance_group.add(kind=mc.ModelInstanceGroup.Kind.Value(instances.kind), count=instances.count)
     for key, value in {**model.parameters, **(model.gpu_parameters if target == "gpu" else {})}.items():
         message.parameters[key].string_value = value
-    if target == "embedded":
-        message.parameters["EXECUTION_ENV_PATH"].string_value = config.embedded.execution_env
-    elif target == "gpu":
-        message.parameters["EXECUTION_ENV_PATH"].string_value = config.gpu.execution_env
+    if target in ("embedded", "gpu"):
+        # Relative: the embedded server resolves it in its working folder (export/triton_runtime.py), wherever
+        # the repository is. The production image's Python backend finds its packages without one.
+        message.parameters["EXECUTION_ENV_PATH"].string_value = PYTHON_ENV_LINK
     return message
 
 

@@ -7,16 +7,14 @@ faiss_topk/1/index/ (the catalog folder of export/catalog_index.py).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import onnx
 
 from export.catalog_index import sha256_file
-from export.repo_configs import DEFAULT_REPOSITORY, load_serving_config
+from export.repo_configs import DEFAULT_REPOSITORY
 
 EMBEDDER_MANIFEST = Path("token_embedder", "1", "embedder.json")
 ARTIFACTS = ("*.onnx", "*.onnx.data", "*.plan", "embedder.json", "index", "__pycache__",
@@ -88,6 +86,20 @@ def publish_artifacts(
         shutil.copytree(catalog_dir, target)
 
 
+def add_missing_models(repository: Path, source: Path = DEFAULT_REPOSITORY) -> list[str]:
+    """Copy the configs and model code of each model of ``source`` that ``repository`` has no config for.
+
+    Models the repository already has keep their configs: a deployment may have tuned them.
+    Returns the names of the models copied.
+    """
+    added = []
+    for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
+        if not (repository / model_dir.name / "config.pbtxt").is_file():
+            shutil.copytree(model_dir, repository / model_dir.name, ignore=shutil.ignore_patterns(*ARTIFACTS), dirs_exist_ok=True)
+            added.append(model_dir.name)
+    return added
+
+
 def lay_out_repository(
     root: Path,
     *,
@@ -98,15 +110,9 @@ def lay_out_repository(
 ) -> Path:
     """A runnable copy of ``source`` (configs + model code) under ``root`` with the given artifacts.
 
-    Links the running environment where the embedded configs' EXECUTION_ENV_PATH points, so the
-    backend stubs find this interpreter's packages. Returns the repository path.
+    Returns the repository path, ``root``/model_repository.
     """
     repository = root / "model_repository"
-    for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
-        shutil.copytree(model_dir, repository / model_dir.name, ignore=shutil.ignore_patterns(*ARTIFACTS))
+    add_missing_models(repository, source)
     publish_artifacts(repository, moss_onnx=moss_onnx, embedder_onnx=embedder_onnx, catalog_dir=catalog_dir)
-    pattern = load_serving_config().embedded.execution_env
-    environment = Path(os.path.normpath(pattern.replace("$$TRITON_MODEL_DIRECTORY", str(repository / "any_model"))))
-    if not environment.exists():
-        environment.symlink_to(sys.prefix, target_is_directory=True)
     return repository

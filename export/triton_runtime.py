@@ -7,6 +7,7 @@ Only the Python backend exists there, so ONNX models are served by our Python-ba
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib.util
 import json
 import os
@@ -26,6 +27,13 @@ from types import TracebackType
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BACKEND_DIR = REPO_ROOT / ".triton" / "backends"
+# The embedded configs' EXECUTION_ENV_PATH (written by export/repo_configs.py). The Python backend resolves a
+# relative path against the server's working folder: the server starts in a folder where this name links the
+# Python environment of the backend stubs, so a repository serves from anywhere and holds no environment.
+PYTHON_ENV_LINK = ".venv"
+DEFAULT_WORK_ROOT = REPO_ROOT / ".triton"
+# What every model of the repository imports in its stub, besides the standard library.
+STUB_MODULES = ("numpy", "export")
 OWN_BACKENDS = Path(__file__).resolve().parent / "triton_backends"
 # The embedded server is CPU-only and must start where no GPU driver exists.
 BASE_ARGS = (
@@ -40,6 +48,10 @@ class TritonNotInstalled(RuntimeError):
 
 
 class TritonStartError(RuntimeError):
+    pass
+
+
+class UnusablePythonEnv(TritonStartError):
     pass
 
 
@@ -109,6 +121,41 @@ def server_environment(install: TritonInstall) -> dict[str, str]:
     return env
 
 
+def check_python_env(env: Path) -> None:
+    """Raise naming what is missing when the backend stubs could not run in ``env``."""
+    hint = "serve with the project's environment (`make setup` creates .venv)"
+    if not env.is_dir():
+        raise UnusablePythonEnv(f"the backend stubs' Python environment {env} does not exist: {hint}")
+    if not (env / "bin" / "activate").is_file():
+        raise UnusablePythonEnv(f"{env} is no virtual environment: the Python backend activates it with "
+                                f"{env / 'bin' / 'activate'}, which is missing: {hint}")
+    # -I: what the stub sees (its sys.path ignores PYTHONPATH and the working folder).
+    probe = subprocess.run(
+        [str(env / "bin" / "python"), "-I", "-c",
+         "import importlib.util, sys; print(*(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))", *STUB_MODULES],
+        capture_output=True, text=True, timeout=120, check=False)
+    if probe.returncode != 0:
+        raise UnusablePythonEnv(f"{env / 'bin' / 'python'} does not run: {probe.stderr.strip()}: {hint}")
+    if probe.stdout.split():
+        raise UnusablePythonEnv(f"the Python environment {env} lacks {', '.join(probe.stdout.split())}, which the "
+                                f"repository's models import: {hint}")
+
+
+def link_python_env(env: Path, work_root: Path = DEFAULT_WORK_ROOT) -> Path:
+    """The server's working folder for ``env``: one per environment, holding only PYTHON_ENV_LINK -> ``env``."""
+    target = env.resolve()
+    folder = work_root / f"env-{hashlib.sha256(str(target).encode()).hexdigest()[:12]}"
+    link = folder / PYTHON_ENV_LINK
+    if not (link.is_symlink() and link.resolve() == target):
+        folder.mkdir(parents=True, exist_ok=True)
+        # Replaced atomically: a server starting beside us never sees the link missing.
+        temporary = folder / f".{PYTHON_ENV_LINK}.{os.getpid()}"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(target, target_is_directory=True)
+        os.replace(temporary, link)
+    return folder
+
+
 def free_ports(count: int) -> list[int]:
     """Ports the OS reports free; all sockets stay open until every port is picked so they differ."""
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
@@ -151,6 +198,7 @@ class EmbeddedTriton:
         startup_timeout_s: float = 120.0,
         exit_timeout_s: int = 10,
         backend_directory: str | Path = DEFAULT_BACKEND_DIR,
+        python_env: str | Path | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         if not self.model_repository.is_dir():
@@ -165,6 +213,8 @@ class EmbeddedTriton:
         self.startup_timeout_s = startup_timeout_s
         self.exit_timeout_s = exit_timeout_s
         self.backend_directory = Path(backend_directory)
+        # The backend stubs' environment: this interpreter's unless given (e.g. one with other NumPy).
+        self.python_env = Path(python_env) if python_env else Path(sys.prefix)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -199,6 +249,8 @@ class EmbeddedTriton:
         if self._process is not None:
             raise RuntimeError("server already started")
         install = find_triton_install()
+        check_python_env(self.python_env)
+        work_dir = link_python_env(self.python_env)
         assemble_backends(install, self.backend_directory)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
@@ -207,8 +259,8 @@ class EmbeddedTriton:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=server_environment(install),
-                # The stub puts its working directory on sys.path: keep ours (a source tree) out of it.
-                cwd=self.model_repository,
+                # EXECUTION_ENV_PATH resolves here; the stub also puts this folder (nothing but the link) on sys.path.
+                cwd=work_dir,
                 # Its own session: a terminal's Ctrl-C reaches only us, and stop() shuts it down once.
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
