@@ -1,15 +1,18 @@
 """`python -m export publish`: lay the exported models and the catalog index into model_repository/.
 
 The token_embedder's `embedder.json` records the checksum of the ONNX file the index was built
-with, so faiss_topk refuses an index made for a different embedder.
+with, so faiss_topk refuses an index made for a different embedder. A repository elsewhere (any folder)
+first gets the configs and model code of the models it lacks, so `python -m export serve` can serve it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from export.repo_layout import EMBEDDER_MANIFEST, publish_artifacts
+from export.repo_configs import DEFAULT_REPOSITORY
+from export.repo_layout import EMBEDDER_MANIFEST, add_missing_models, publish_artifacts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +30,9 @@ def main(args: argparse.Namespace) -> int:
     for path in (args.moss_onnx, args.embedder_onnx, args.index / "manifest.json"):
         if not path.exists():
             raise SystemExit(f"cannot publish: {path} does not exist")
+    added = add_missing_models(args.model_repository)
+    if added:
+        print(f"added the configs and model code of {', '.join(added)} from {DEFAULT_REPOSITORY}", file=sys.stderr)
     publish_artifacts(args.model_repository, moss_onnx=args.moss_onnx, embedder_onnx=args.embedder_onnx, catalog_dir=args.index,
                       moss_source=args.moss_source, embedder_checkpoint=args.embedder_checkpoint)
     print(json.dumps({"repository": str(args.model_repository), **json.loads((args.model_repository / EMBEDDER_MANIFEST).read_text())}))

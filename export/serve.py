@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import urllib.error
 from pathlib import Path
 from types import FrameType
@@ -19,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-config-name", default="cpu",
                         help="use <model>/configs/NAME.pbtxt where present; '' for the production config.pbtxt")
     parser.add_argument("--log-file", type=Path, default=REPO_ROOT / ".triton" / "logs" / "serve.log", help="default: %(default)s")
+    parser.add_argument("--python-env", type=Path, default=None,
+                        help=f"virtual environment the Python-backend models run in (default: this interpreter's, {sys.prefix})")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="seconds (default: %(default)s)")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra tritonserver argument, e.g. --server-arg=--model-control-mode=explicit (repeatable)")
@@ -38,6 +41,7 @@ def main(args: argparse.Namespace) -> int:
         extra_args=args.server_arg,
         log_path=args.log_file,
         startup_timeout_s=args.startup_timeout,
+        python_env=args.python_env,
     )
     # Ctrl-C, and a service manager's SIGTERM, shut the server down cleanly (SIGINT too where a
     # non-interactive parent started us with it ignored).
