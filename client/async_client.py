@@ -1,4 +1,8 @@
-"""AsyncAudioSearchClient: the AudioSearchClient API for asyncio (tritonclient.grpc.aio / tritonclient.http.aio)."""
+"""AsyncAudioSearchClient: the AudioSearchClient API for asyncio (tritonclient.grpc.aio / tritonclient.http.aio).
+
+A long-running caller (the search API, api/) keeps one client for its lifetime: ``connections`` opens that
+many channels used in turn, so one busy HTTP/2 connection does not carry every request, and gRPC can use TLS.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +16,7 @@ from client.retry import delay_s, should_retry
 from client.transport import (
     Hit,
     ProtocolName,
+    grpc_channel_args,
     health_report,
     load_protocol,
     parse_hits,
@@ -25,7 +30,10 @@ T = TypeVar("T")
 
 
 class AsyncAudioSearchClient:
-    """Same behaviour as AudioSearchClient; one connection serves all concurrent calls of the event loop."""
+    """Same behaviour as AudioSearchClient; ``connections`` connections serve all concurrent calls of the event loop.
+
+    ``root_certificates``: a CA file; gRPC then uses TLS and checks the server's certificate against it.
+    """
 
     def __init__(
         self,
@@ -35,24 +43,37 @@ class AsyncAudioSearchClient:
         timeout_s: float = 30.0,
         retries: int = 2,
         max_concurrency: int = 8,
+        connections: int = 1,
+        root_certificates: str | None = None,
     ) -> None:
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, got {connections}")
+        if root_certificates is not None and protocol != "grpc":
+            raise ValueError("TLS (root_certificates) is supported for gRPC only")
         self.url = url
         self.protocol = load_protocol(protocol, asynchronous=True)
         self.model = model
         self.timeout_s = timeout_s
         self.retries = retries
         self.max_concurrency = max_concurrency
+        self.connections = connections
+        self.root_certificates = root_certificates
         # Created on first use: the aio clients bind to the running event loop.
-        self._client: Any = None
+        self._clients: list[Any] = []
+        self._turn = 0
+
+    def _open(self) -> Any:
+        module = self.protocol.module
+        if self.protocol.name == "http":
+            return module.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
+        return module.InferenceServerClient(self.url, ssl=self.root_certificates is not None, root_certificates=self.root_certificates,
+                                            channel_args=grpc_channel_args(module, own_connection=self.connections > 1))
 
     def _connection(self) -> Any:
-        if self._client is None:
-            module = self.protocol.module
-            if self.protocol.name == "http":
-                self._client = module.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
-            else:
-                self._client = module.InferenceServerClient(self.url)
-        return self._client
+        if not self._clients:
+            self._clients = [self._open() for _ in range(self.connections)]
+        self._turn = (self._turn + 1) % len(self._clients)
+        return self._clients[self._turn]
 
     async def _call(self, operation: Callable[[Any], Awaitable[T]]) -> T:
         attempt = 0
@@ -95,13 +116,20 @@ class AsyncAudioSearchClient:
         index = await self._call(lambda c: c.get_model_repository_index(**self.protocol.json_kwargs))
         return health_report(live, ready, self.model, model_ready, repository_models(index))
 
+    async def readiness(self) -> tuple[bool, bool]:
+        """(server ready, this client's model ready): a health check without the repository index, which
+        deployments restrict to admin callers."""
+        server = await self._call(lambda c: c.is_server_ready())
+        model = await self._call(lambda c: c.is_model_ready(self.model))
+        return bool(server), bool(model)
+
     async def metadata(self) -> dict[str, Any]:
         """The model's metadata (KServe v2 JSON: name, versions, platform, inputs, outputs)."""
         return await self._call(lambda c: c.get_model_metadata(self.model, **self.protocol.json_kwargs))
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        clients, self._clients = self._clients, []
+        for client in clients:
             await client.close()
 
     async def __aenter__(self) -> AsyncAudioSearchClient:

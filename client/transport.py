@@ -42,6 +42,29 @@ def load_protocol(name: str, asynchronous: bool = False) -> Protocol:
     return Protocol(name, module)  # type: ignore[arg-type]
 
 
+def grpc_channel_args(module: ModuleType, own_connection: bool = False) -> list[tuple[str, int]]:
+    """tritonclient's own gRPC channel options, plus a reconnect backoff short enough to follow a server restart.
+
+    gRPC waits up to 120 s between reconnection attempts by default: a long-lived client would keep failing
+    for minutes after the server came back. ``own_connection`` keeps channels to one address from sharing a
+    connection (gRPC pools them per process otherwise).
+    """
+    keepalive = module.KeepAliveOptions()
+    args = [
+        ("grpc.max_send_message_length", module.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", module.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+    if own_connection:
+        args.append(("grpc.use_local_subchannel_pool", 1))
+    return args
+
+
 def search_inputs(protocol: Protocol, audio: np.ndarray, top_k: int) -> list[Any]:
     audio_input = protocol.module.InferInput(AUDIO, list(audio.shape), _wire_dtype(audio.dtype))
     audio_input.set_data_from_numpy(audio)

@@ -18,6 +18,7 @@ from export.repo_configs import load_serving_config
 from export.repo_layout import lay_out_repository
 from export.triton_runtime import EmbeddedTriton
 from export.windowing import SAMPLE_RATE, WindowParams
+from api_stack import ApiServer, start_api
 from triton_stand_ins import ReferencePipeline, build_embedder_stand_in, build_moss_stand_in
 
 TRACK_SECONDS = (6.0, 9.5, 12.0, 14.0, 20.0, 7.25, 11.0, 16.5, 8.0, 25.0, 10.0, 13.0)
@@ -84,6 +85,16 @@ def triton_server(triton_repository: Path) -> Iterator[EmbeddedTriton]:
     )
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory: pytest.TempPathFactory, triton_server: EmbeddedTriton) -> Iterator[ApiServer]:
+    """`python -m api serve` (test limits, three keys: tests/api_stack.py) in front of the session's tritonserver."""
+    server = start_api(tmp_path_factory.mktemp("api"), triton_server.grpc_url)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass

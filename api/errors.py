@@ -1,0 +1,33 @@
+"""Refusals: every request the API declines is answered as {"detail": reason, "request_id": id} with a 4xx/5xx
+status, and counted by a short reason label (metrics, access log)."""
+from __future__ import annotations
+
+import json
+
+# Statuses after which a client that is still sending its body cannot continue on this connection.
+CLOSE_AFTER = {408, 411, 413}
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, reason: str, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def headers(self, body_unread: bool = False) -> dict[str, str]:
+        headers = {}
+        if self.retry_after_s is not None:
+            headers["retry-after"] = str(max(1, round(self.retry_after_s + 0.499)))
+        if body_unread or self.status in CLOSE_AFTER:
+            headers["connection"] = "close"
+        if self.status == 401:
+            headers["www-authenticate"] = 'ApiKey header="X-API-Key"'
+        return headers
+
+    def body(self, request_id: str) -> bytes:
+        return json.dumps({"detail": self.message, "request_id": request_id}).encode("utf-8")
