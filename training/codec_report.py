@@ -37,7 +37,7 @@ from training.codec.losses import log_mel_distance, si_sdr
 from training.encode import HOP, encode_clips
 from training.moss.codec import MossCodec
 from training.moss.config import MossSource, resolve_moss
-from training.moss.weights import build_codec, build_encoder
+from training.moss.weights import CheckpointMismatchError, build_codec, build_encoder
 from training.reencode import ogg_roundtrip
 from training.synth import synthesize_track
 from training.tokenize import add_moss_arguments, moss_spec
@@ -117,7 +117,10 @@ def main(args: argparse.Namespace) -> int:
     }
     examples: dict[str, list[np.ndarray]] = {}
     for role, source in sources.items():
-        entry, recon = measure_tokenizer(source, held_out.clips, probes, stable_from, args, device)
+        try:
+            entry, recon = measure_tokenizer(source, held_out.clips, probes, stable_from, args, device)
+        except CheckpointMismatchError as error:
+            raise SystemExit(f"error: {error}") from None
         report["tokenizers"][role] = entry
         if role == "tokenizer" and recon:
             examples = {f"{r.levels} levels": r.examples for r in recon}
@@ -164,7 +167,11 @@ def load_held_out(corpus: Path, split: str, tracks: int, seconds: float, seed: i
         note = f"no corpus manifest at {manifest}: GENERATED audio (training.synth, seed {seed}), not real music"
         return HeldOut(clips, [f"generated_{i:05d}" for i in range(tracks)], "generated", note)
     with open(manifest, newline="", encoding="utf-8") as handle:
-        rows = sorted((r for r in csv.DictReader(handle) if r["split"] == split), key=lambda r: r["track_id"])
+        reader = csv.DictReader(handle)
+        missing = {"track_id", "split"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{manifest}: no column {', '.join(sorted(missing))}")
+        rows = sorted((r for r in reader if r["split"] == split), key=lambda r: r["track_id"])
     if not rows:
         raise ValueError(f"{manifest}: no tracks in split {split!r}")
     held_out = HeldOut([], [], "corpus", f"held-out real music: split {split!r} of {manifest}, the middle of each track")
