@@ -43,8 +43,8 @@ def plot_stability(report: dict, path: Path) -> None:
         (axes[1], "mean over levels", lambda values: float(np.mean(values))),
     ):
         for i, (role, entry) in enumerate(tokenizers.items()):
-            bars = ax.bar(x + (i - (len(tokenizers) - 1) / 2) * width, [pick(entry["agreement"][c]) for c in conditions], width, label=f"{role}: {entry['moss']}")
-            ax.axhline(pick(entry["chance"]), color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=1, label=f"chance ({role})")
+            ax.bar(x + (i - (len(tokenizers) - 1) / 2) * width, [pick(entry["agreement"][c]) for c in conditions], width, color=f"C{i}", label=f"{role}: {entry['moss']}")
+            ax.axhline(pick(entry["chance"]), color=f"C{i}", linestyle="--", linewidth=1, label=f"chance ({role})")
         ax.set_xticks(x, conditions, rotation=20, fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("unchanged codes")
@@ -52,13 +52,18 @@ def plot_stability(report: dict, path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
     ax = axes[2]
-    for role, entry in tokenizers.items():
+    # Per-frame values of a few tracks jump between a handful of levels: half-second means read better.
+    bin_frames = max(1, round(report["frame_rate_hz"] / 2))
+    for i, (role, entry) in enumerate(tokenizers.items()):
         for name, curve in entry["excerpt_curve"].items():
             level0 = np.asarray(curve[0])
-            ax.plot(np.arange(level0.size) / report["frame_rate_hz"], level0, label=f"{role} {name}", linestyle="-" if name.endswith("aligned") else ":")
+            starts = np.arange(0, level0.size, bin_frames)
+            means = np.add.reduceat(level0, starts) / np.diff(np.append(starts, level0.size))
+            ax.step(starts / report["frame_rate_hz"], means, where="post", color=f"C{i}", label=f"{role} {name}",
+                    linestyle="-" if name.endswith("aligned") else ":")
     ax.axvline(report["excerpt"]["stable_from_s"], color="grey", linewidth=1)
     ax.set_xlabel("distance of the frame from the excerpt's start (s)")
-    ax.set_ylabel("unchanged level-0 codes")
+    ax.set_ylabel("unchanged level-0 codes (0.5-s means)")
     ax.set_ylim(0, 1.02)
     ax.set_title("Excerpt tokenized alone vs the same frames inside the whole segment")
     ax.grid(alpha=0.3)
