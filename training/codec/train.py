@@ -138,35 +138,45 @@ class CodecTrainer:
         return True
 
     # -- one step ----------------------------------------------------------------------------
+    def losses(self, audio: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """The weighted training loss of a batch, its terms, and the codes it used."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            out = self.model.train_forward(audio, levels)
+        recon = self.loss(out.reconstruction, audio)
+        weights = self.config.loss
+        total = (weights.mel * recon["mel"] + weights.stft * recon["stft"]
+                 + weights.commitment * out.commitment + weights.codebook * out.codebook)
+        terms = {"mel": recon["mel"], "stft": recon["stft"], "commitment": out.commitment, "codebook": out.codebook}
+        return total, terms, out.codes
+
+    def train_on(self, audio: torch.Tensor, levels: torch.Tensor, lr: float) -> dict[str, float]:
+        """One optimizer step on a batch; returns the loss terms before the step."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total, terms, codes = self.losses(audio, levels)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.usage.add(codes, levels)
+        scalars = {"total": total, **terms, "grad_norm": grad_norm}
+        return {k: float(v.detach()) for k, v in scalars.items()}
+
     def train_step(self, sampler: CropSampler) -> dict[str, float]:
+        """The step-th batch (drawn from the (seed, step) generator), one update, codebook upkeep."""
         config = self.config
         generator = generator_for(config.seed, self.step)
-        crop = int(round(config.data.crop_seconds * self.model.config.sampling_rate / self.model.config.hop)) * self.model.config.hop
+        hop = self.model.config.hop
+        crop = int(round(config.data.crop_seconds * self.model.config.sampling_rate / hop)) * hop
         audio = sampler.crops(config.batch_size, crop, config.data.gain_db, generator)
         levels = sample_levels(config.batch_size, self.model.config.quantizer.num_quantizers,
                                config.quantizer_dropout, generator, self.device)
         lr = learning_rate(self.step, config.optim, max(self.total_steps, config.optim.warmup_steps + 1))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = self.model.train_forward(audio, levels)
-        recon = self.loss(out.reconstruction, audio)
-        weights = config.loss
-        total = (weights.mel * recon["mel"] + weights.stft * recon["stft"]
-                 + weights.commitment * out.commitment + weights.codebook * out.codebook)
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
-        self.optimizer.step()
-        self.usage.add(out.codes, levels)
+        row = {"step": self.step + 1, "lr": lr, **self.train_on(audio, levels, lr)}
         self.step += 1
         if self.step % config.codebook.reset_every == 0:
-            health = self.usage.reseed_dead(self.model.quantizer, config.codebook.dead_below, generator)
-        else:
-            health = {}
-        scalars = {"total": total, "mel": recon["mel"], "stft": recon["stft"], "commitment": out.commitment,
-                   "codebook": out.codebook, "grad_norm": grad_norm}
-        return {"step": self.step, "lr": lr, **{k: float(v.detach()) for k, v in scalars.items()}, **health}
+            row.update(self.usage.reseed_dead(self.model.quantizer, config.codebook.dead_below, generator))
+        return row
 
     # -- the slice ---------------------------------------------------------------------------
     def run(self, sampler: CropSampler, max_minutes: float | None, max_steps: int | None) -> None:
