@@ -108,6 +108,23 @@ def write_wav(path: str | Path, x: np.ndarray, sr: int = SAMPLE_RATE) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def read_excerpt(path: str | Path, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """``samples`` samples (float64) from a random offset of ``path``, zero-padded if the track is shorter.
+
+    24 kHz mono files are read in part (a babble of several long tracks per query stays cheap); others are
+    decoded whole and converted by ``load_audio`` first.
+    """
+    info = sf.info(str(path))
+    if info.samplerate == SAMPLE_RATE and info.channels == 1:
+        start = int(rng.integers(0, max(info.frames - samples, 0) + 1))
+        audio, _ = sf.read(str(path), start=start, frames=samples, dtype="float64")
+    else:
+        whole = load_audio(path)
+        start = int(rng.integers(0, max(whole.size - samples, 0) + 1))
+        audio = whole[start : start + samples].astype(np.float64)
+    return np.pad(audio, (0, samples - audio.size))
+
+
 def list_audio_files(root: str | Path) -> list[Path]:
     """``root`` itself if it is an audio file, else every audio file below it (recursive, sorted)."""
     root = Path(root)
