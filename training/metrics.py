@@ -28,3 +28,9 @@ def retrieval_metrics(ranks: np.ndarray, ks: tuple[int, ...] = (1, 10, 100)) -> 
     out["mrr"] = mean_reciprocal_rank(ranks)
     out["queries"] = int(len(ranks))
     return out
+
+
+def ranks_in_order(order: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``ranks_of_targets`` for index arrays: order [M, N] (best first), targets [M]; 1-based, 0 where absent."""
+    hits = order == np.asarray(targets)[:, None]
+    return np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0).astype(np.int64)
