@@ -14,6 +14,8 @@ COMMANDS = {
     "codec-report": Command("training.codec_report", "codec quality and code stability per RVQ level on held-out music, beside the random encoder"),
     "codec-train": Command("training.codec.train", "train a MOSS-architecture codec from scratch on real music (resumable slices)"),
     "codec-export": Command("training.codec.export", "codec-train state -> official-layout config.json + model.safetensors"),
+    "corpus": Command("training.corpus.build", "Debian's free game music -> deduplicated 24 kHz mono WAV corpus with manifest and splits"),
+    "corpus-pack": Command("training.corpus.pack", "a split of the corpus as compact OGG Vorbis within a size budget, for a GPU machine"),
     "quality": Command("training.quality", "synth -> tokenize -> splits -> views -> train -> evaluate on generated audio"),
 }
 

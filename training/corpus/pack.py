@@ -1,0 +1,142 @@
+"""``python -m training corpus-pack``: one split of the corpus as compact OGG Vorbis, within a size budget.
+
+For carrying training audio to a GPU machine, whose transfers hold 64 MiB. Tracks are taken in a
+seeded order spread over packages (each package's tracks shuffled, then one from each package in
+turn, packages in a shuffled order) and encoded as 24 kHz mono Vorbis until the next one would
+exceed ``--max-mb``. libsndfile sets Vorbis quality to ``1 - compression_level``, on Vorbis's
+0..1 scale (oggenc's -q 0..10 divided by 10): the default 0.7 is -q 3, about 45-60 kbit/s for
+24 kHz mono music, so 48 MiB hold roughly two hours.
+
+Writes ``OUT/audio/<track_id>.ogg`` and ``OUT/manifest.csv`` (the corpus manifest's columns, with
+``path`` pointing at the OGG file). Packing again into the same folder replaces the earlier pack.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import shutil
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from training.audio_io import SAMPLE_RATE, AudioError, load_audio
+from training.corpus.build import MANIFEST, MANIFEST_COLUMNS
+from training.splits import SPLIT_NAMES
+
+MIB = 1 << 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", type=Path, default=Path("artifacts/corpus"), help="corpus folder (default: %(default)s)")
+    parser.add_argument("--split", choices=SPLIT_NAMES, default="train", help="which split to pack (default: %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, help="pack folder (created; an earlier pack there is replaced)")
+    parser.add_argument("--max-mb", type=float, default=48.0, help="size budget of the whole folder in MiB (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the track order (default: %(default)s)")
+    parser.add_argument("--compression-level", type=float, default=0.7,
+                        help="libsndfile Vorbis compression level in [0, 1]; quality = 1 - level (default: %(default)s, i.e. -q 3)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.max_mb <= 0:
+        raise SystemExit("--max-mb must be > 0")
+    if not 0 <= args.compression_level <= 1:
+        raise SystemExit("--compression-level must be in [0, 1]")
+    rows = read_manifest(args.corpus / MANIFEST)
+    chosen = [row for row in rows if row["split"] == args.split]
+    if not chosen:
+        raise SystemExit(f"{args.corpus / MANIFEST}: no tracks in split {args.split!r}")
+    packed = pack(args.corpus, chosen, args.out, int(args.max_mb * MIB), args.seed, args.compression_level)
+    minutes = sum(float(row["duration_s"]) for row in packed) / 60
+    total = sum(float(row["duration_s"]) for row in chosen) / 60
+    size = folder_bytes(args.out) / MIB
+    packages = len({row["package"] for row in packed})
+    print(f"{args.out}: {len(packed)} of {len(chosen)} {args.split} tracks, {minutes:.1f} of {total:.1f} min "
+          f"from {packages} packages, {size:.1f} MiB")
+    return 0
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise SystemExit(f"{path}: no corpus manifest (run python -m training corpus first)")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [column for column in MANIFEST_COLUMNS if rows and column not in rows[0]]
+    if missing:
+        raise SystemExit(f"{path}: missing columns {missing}")
+    return rows
+
+
+def pack_order(rows: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
+    """Seeded order spread over packages: shuffled within each package, then taken round-robin."""
+    rng = random.Random(seed)
+    by_package: dict[str, list[dict[str, str]]] = {}
+    for row in sorted(rows, key=lambda r: r["track_id"]):
+        by_package.setdefault(row["package"], []).append(row)
+    packages = sorted(by_package)
+    rng.shuffle(packages)
+    for name in packages:
+        rng.shuffle(by_package[name])
+    order = []
+    for turn in range(max(len(tracks) for tracks in by_package.values())):
+        order += [by_package[name][turn] for name in packages if turn < len(by_package[name])]
+    return order
+
+
+def pack(corpus: Path, rows: list[dict[str, str]], out: Path, budget_bytes: int, seed: int, compression_level: float) -> list[dict[str, str]]:
+    """Encode tracks in ``pack_order`` until the next would pass the budget; returns their manifest rows."""
+    _clear_earlier_pack(out)
+    audio = out / "audio"
+    audio.mkdir(parents=True)
+    packed: list[dict[str, str]] = []
+    used = 0
+    # The manifest is written last; its size is reserved up front (a generous bound per row).
+    reserve = 512 * (len(rows) + 1)
+    for row in tqdm(pack_order(rows, seed), desc="pack", unit="track", mininterval=1.0):
+        target = audio / f"{row['track_id']}.ogg"
+        try:
+            size = encode_vorbis(load_audio(corpus / row["path"]), target, compression_level)
+        except AudioError as exc:
+            raise SystemExit(f"{row['track_id']}: {exc}") from exc
+        if used + size + reserve > budget_bytes:
+            target.unlink()
+            break
+        used += size
+        packed.append({**row, "path": f"audio/{target.name}"})
+    _write_manifest(out / MANIFEST, packed)
+    return packed
+
+
+def encode_vorbis(x, path: Path, compression_level: float) -> int:
+    """24 kHz mono OGG Vorbis at ``compression_level``, written atomically; returns its size in bytes."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        sf.write(str(tmp), x, SAMPLE_RATE, format="OGG", subtype="VORBIS", compression_level=compression_level)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
+def _clear_earlier_pack(out: Path) -> None:
+    if not out.exists():
+        return
+    entries = {entry.name for entry in out.iterdir()}
+    if entries - {"audio", MANIFEST}:
+        raise SystemExit(f"{out}: holds files that are not a corpus pack ({', '.join(sorted(entries - {'audio', MANIFEST}))}); choose another --out")
+    if (out / "audio").is_dir() and any(p.suffix != ".ogg" for p in (out / "audio").iterdir()):
+        raise SystemExit(f"{out / 'audio'}: holds files that are not a pack's .ogg files; choose another --out")
+    shutil.rmtree(out)
+
+
+def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: r["track_id"]))
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
