@@ -10,6 +10,7 @@ import tritonclient.http as httpclient
 from export.catalog_index import load_catalog
 from export.windowing import WindowParams, make_windows
 from training.augment import degrade
+from training.retrieval import embed_queries, torch_embed_fn
 
 TOP_K = 5
 
@@ -64,6 +65,10 @@ def test_audio_search_equals_offline_pipeline(real_pipeline, serving_config, cli
         assert np.array_equal(served_codes["CODES"][row, :, :count], codes[row, :, :count])
     served_embedding = infer(module, connection, "token_embedder", {"CODES": served_codes["CODES"], "FRAME_COUNTS": served_codes["FRAME_COUNTS"]}, ["EMBEDDING"])["EMBEDDING"]
     np.testing.assert_allclose(served_embedding, embeddings, atol=1e-4)
+    # The evaluation (training evaluate, layout-sweep) embeds its queries through the same windows.
+    rows, owner = embed_queries(real_pipeline.encoder, torch_embed_fn(real_pipeline.embedder), [query], real_pipeline.n_quantizers, params)
+    assert owner.tolist() == [0] * len(counts)
+    np.testing.assert_allclose(rows, served_embedding, atol=1e-4)
 
     result = infer(module, connection, "audio_search", {"AUDIO": query, "TOP_K": np.array([TOP_K], dtype=np.int32)}, ["TRACK_IDS", "SCORES"])
     assert [t.decode() for t in result["TRACK_IDS"]] == track_ids
