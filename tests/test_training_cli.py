@@ -70,16 +70,18 @@ def test_splits_views_train_evaluate(catalog: Path, tokens: Path, tmp_path: Path
     assert run_module("training.splits", ["--tokens-root", str(tokens), "--output-root", str(splits), "--val-ratio", "0.25", "--test-ratio", "0.25"]) == 0
     summary = json.loads((splits / "summary.json").read_text())
     assert (summary["train"], summary["val"], summary["test"]) == (6, 3, 3)
-    assert run_module("training.views", ["--audio-root", str(catalog / "audio"), "--splits-root", str(splits), "--output-root", str(views), "--views-per-track", "2", "--n-quantizers", "8", "--device", "cpu"]) == 0
-    with np.load(next(views.glob("*.npz"))) as data:
-        assert data["codes"].shape == (8, int(data["lengths"].sum())) and len(data["starts"]) == 2
-        assert all(12 <= n <= 6 * 12.5 for n in data["lengths"])
-
     cfg = load_yaml(TrainConfig, "configs/train.yaml")
     cfg.output_dir, cfg.data.views_root, cfg.data.splits_root, cfg.data.tokens_root = str(checkpoints), str(views), str(splits), str(tokens)
+    cfg.data.audio_root, cfg.views.per_track, cfg.memory_size = str(catalog / "audio"), 2, 16
     cfg.optim.epochs, cfg.optim.batch_size = 2, 4
     cfg.model.d_model, cfg.model.embedding_dim = 32, 16
     save_yaml(cfg, tmp_path / "train.yaml")
+    assert run_module("training.views", ["--config", str(tmp_path / "train.yaml"), "--device", "cpu", "--workers", "0"]) == 0
+    with np.load(next(views.glob("*.npz"))) as data:
+        assert data["codes"].shape == (8, int(data["lengths"].sum())) and len(data["offsets"]) == 2
+        assert all(12 <= n <= 6 * 12.5 for n in data["lengths"])
+        assert data["window_codes"].shape == (8, int(data["window_lengths"].sum()))
+
     assert run_module("training.train", ["--config", str(tmp_path / "train.yaml"), "--device", "cpu"]) == 0
     history = json.loads((checkpoints / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
@@ -97,11 +99,12 @@ def test_splits_views_train_evaluate(catalog: Path, tokens: Path, tmp_path: Path
     assert [(row[0], row[6]) for row in recorded[1]] == [("run-a", result["recall@1"])]
     for key in ("recall@1", "recall@10", "recall@100", "mrr", "queries", "catalog_tracks", "by_condition", "by_length"):
         assert key in result
-    assert result["catalog_tracks"] == 3 and result["queries"] == 3 * 2 * 7
-    assert set(result["by_condition"]) == {"clean", "snr20", "snr10", "snr5", "snr0", "reverb", "eq"}
+    # The catalog holds every track (all splits); only the 3 test tracks are queried.
+    assert result["catalog_tracks"] == TRACKS and result["queries"] == 3 * 2 * 9
+    assert set(result["by_condition"]) == {"clean", "snr20", "snr10", "snr5", "snr0", "babble5", "reverb", "eq", "ogg"}
     assert set(result["by_length"]) == {"1.0", "5.0"}
     assert result["faiss_ranks_equal"] is True
-    assert result["recall@10"] == 1.0  # only 3 tracks in the catalog
+    assert result["recall@100"] == 1.0  # only 12 tracks in the catalog
     assert report.with_suffix(".png").stat().st_size > 0
 
 

@@ -1,60 +1,85 @@
-"""Audio-level degradations that model how a query is really heard: noise, rooms, phones, levels.
+"""Audio-level degradations that model how a query is really heard: noise, rooms, microphones, codecs, dropouts.
 
-Used twice: ``random_view`` makes the augmented views that are tokenised for contrastive
-training, and ``degrade`` applies the fixed evaluation conditions. Every function takes its
-randomness from the caller's ``np.random.Generator`` (reproducible views), returns float32 of
-the input's length, finite and within [-1, 1]. Where a result would exceed full scale the
-whole clip is scaled down, never clipped, so an SNR that was set stays exact.
+Used twice: ``random_view`` makes the degraded views that are tokenised for contrastive training,
+and ``degrade`` applies the fixed evaluation conditions. Every function takes its randomness from
+the caller's ``np.random.Generator`` (reproducible views), returns float32 of the input's length,
+finite and within [-1, 1]. Where a result would exceed full scale the whole clip is scaled down,
+never clipped, so an SNR that was set stays exact.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Callable
 
 import numpy as np
 
 from training.audio_io import SAMPLE_RATE
 from training.dsp import band_pass, bump, db_to_gain, fft_convolve, fit_peak, power_law, rms, spectral_gain
 from training.noise import NOISE_KINDS, make_noise
+from training.reencode import ogg_roundtrip
 
 CONDITIONS = ("clean", "snr20", "snr10", "snr5", "snr0", "reverb", "eq")
+# A noise kind of training views that no generator makes: other tracks' audio, from the caller's source.
+TRACK_BABBLE = "tracks"
+EQ_KINDS = ("phone", "laptop")
+
+# (samples, rng) -> unit-RMS noise: how a view gets a babble of other tracks (training.view_synth)
+NoiseSource = Callable[[int, np.random.Generator], np.ndarray]
 
 
 @dataclass
 class AugmentConfig:
-    """Probabilities and ranges of one random view; the defaults span quiet rooms to loud bars."""
+    """Probabilities and ranges of one random view's degradations, each drawn independently per view.
 
-    noise_prob: float = 0.8
-    snr_db: tuple[float, float] = (0.0, 30.0)
-    noise_kinds: tuple[str, ...] = NOISE_KINDS
+    Applied in the order sound travels: room, ambient noise (coloured, synthetic voices, or a babble of
+    other tracks), microphone, input level, lossy re-encoding, transmission dropouts.
+    """
+
     reverb_prob: float = 0.4
     rt60_s: tuple[float, float] = (0.2, 1.0)
-    eq_prob: float = 0.3
+    noise_prob: float = 0.8
+    snr_db: tuple[float, float] = (-5.0, 20.0)
+    noise_kinds: tuple[str, ...] = (*NOISE_KINDS, TRACK_BABBLE)
+    eq_prob: float = 0.4
+    eq_kinds: tuple[str, ...] = EQ_KINDS
     gain_db: tuple[float, float] = (-12.0, 3.0)
-    offset_prob: float = 0.5
-    max_offset_s: float = 0.25
+    ogg_prob: float = 0.3
+    ogg_quality: tuple[float, float] = (0.0, 0.3)  # Vorbis quality: 0 is about 30 kb/s for 24 kHz mono
+    dropout_prob: float = 0.25
+    dropouts: tuple[int, int] = (1, 4)  # gaps per view, inclusive
+    dropout_ms: tuple[float, float] = (20.0, 200.0)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.noise_kinds) - set(NOISE_KINDS))
-        if unknown or not self.noise_kinds:
-            raise ValueError(f"noise_kinds must be a non-empty subset of {NOISE_KINDS}, got {self.noise_kinds}")
-        for name in ("snr_db", "rt60_s", "gain_db"):
+        known = (*NOISE_KINDS, TRACK_BABBLE)
+        if not self.noise_kinds or set(self.noise_kinds) - set(known):
+            raise ValueError(f"noise_kinds must be a non-empty subset of {known}, got {self.noise_kinds}")
+        if not self.eq_kinds or set(self.eq_kinds) - set(EQ_KINDS):
+            raise ValueError(f"eq_kinds must be a non-empty subset of {EQ_KINDS}, got {self.eq_kinds}")
+        for name in ("rt60_s", "snr_db", "gain_db", "ogg_quality", "dropouts", "dropout_ms"):
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"{name}: range ({low}, {high}) has low > high")
+        for name in ("reverb_prob", "noise_prob", "eq_prob", "ogg_prob", "dropout_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
+
+
+def mix_at_snr(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``x`` plus ``noise`` scaled to exactly ``snr_db`` below the clip's mean power.
+
+    A silent clip (or silent noise) has no defined SNR and is returned unchanged.
+    """
+    x = _signal(x)
+    power, noise_power = float(np.mean(np.square(x, dtype=np.float64))), float(np.mean(np.square(noise, dtype=np.float64)))
+    if power == 0.0 or noise_power == 0.0:
+        return x.astype(np.float32)
+    return _finish(x + np.asarray(noise, dtype=np.float64) * np.sqrt(power / noise_power / 10.0 ** (snr_db / 10.0)))
 
 
 def add_noise(x: np.ndarray, snr_db: float, kind: str, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Mix in ``kind`` noise at exactly ``snr_db`` relative to the clip's mean power.
-
-    A silent clip has no defined SNR and is returned unchanged.
-    """
-    x = _signal(x)
-    power = float(np.mean(np.square(x)))
-    if power == 0.0:
-        return x.astype(np.float32)
-    noise = make_noise(kind, x.size, rng, sr) * np.sqrt(power / 10.0 ** (snr_db / 10.0))
-    return _finish(x + noise)
+    """Mix in generated ``kind`` noise (one of ``NOISE_KINDS``) at exactly ``snr_db`` (``mix_at_snr``)."""
+    return mix_at_snr(x, make_noise(kind, _signal(x).size, rng, sr), snr_db)
 
 
 def apply_gain(x: np.ndarray, gain_db: float) -> np.ndarray:
@@ -111,32 +136,58 @@ def phone_eq(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> 
     return _finish(y)
 
 
-def time_offset(x: np.ndarray, rng: np.random.Generator, max_seconds: float, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Shift the content by up to +-``max_seconds`` (delay or advance), zero-filling the gap."""
-    x = _signal(x)
-    shift = int(rng.integers(-int(max_seconds * sr), int(max_seconds * sr) + 1)) if max_seconds > 0 else 0
-    shift = int(np.clip(shift, -x.size, x.size))
-    out = np.zeros_like(x)
-    if shift >= 0:
-        out[shift:] = x[: x.size - shift]
-    else:
-        out[: x.size + shift] = x[-shift:]
-    return out.astype(np.float32)
+def laptop_eq(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """A laptop's built-in microphone: thin bass (high-pass at 100-250 Hz), dull top (low-pass at 7-11 kHz),
+    a resonance of the casing and a notch from the mic port's comb filtering."""
+    low, high = rng.uniform(100.0, 250.0), rng.uniform(7000.0, 11000.0)
+    resonance, boost = rng.uniform(1500.0, 5000.0), rng.uniform(3.0, 8.0)
+    notch, depth = rng.uniform(2000.0, 6000.0), rng.uniform(-12.0, -4.0)
+
+    def curve(freqs: np.ndarray) -> np.ndarray:
+        return band_pass(freqs, low, high, order=2) * bump(freqs, resonance, 0.4, boost) * bump(freqs, notch, 0.1, depth)
+
+    return _finish(spectral_gain(_signal(x).astype(np.float64), curve, sr))
 
 
-def random_view(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | None = None) -> np.ndarray:
-    """One augmented view, in the order sound travels: shifted query, room, ambient noise, device, level."""
+def apply_dropouts(x: np.ndarray, rng: np.random.Generator, count: int, ms: tuple[float, float], sr: int = SAMPLE_RATE) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Silence ``count`` gaps of ``ms`` milliseconds (a network or Bluetooth dropout); returns the clip and each (start, length)."""
+    y = _signal(x).astype(np.float32, copy=True)
+    gaps = []
+    for _ in range(count):
+        length = min(int(rng.uniform(*ms) * sr / 1000.0), y.size)
+        start = int(rng.integers(0, y.size - length + 1))
+        y[start : start + length] = 0.0
+        gaps.append((start, length))
+    return y, gaps
+
+
+def random_view(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | None = None, track_babble: NoiseSource | None = None) -> tuple[np.ndarray, dict]:
+    """One degraded view (see ``AugmentConfig`` for the order) and what was applied, as JSON-ready values.
+
+    ``track_babble`` supplies the ``tracks`` noise kind; without it that kind is never drawn.
+    """
     cfg = cfg or AugmentConfig()
     y = _signal(x)
-    if rng.uniform() < cfg.offset_prob:
-        y = time_offset(y, rng, cfg.max_offset_s)
+    applied: dict = {}
     if rng.uniform() < cfg.reverb_prob:
-        y = apply_reverb(y, synthetic_rir(rng, rng.uniform(*cfg.rt60_s)))
-    if rng.uniform() < cfg.noise_prob:
-        y = add_noise(y, rng.uniform(*cfg.snr_db), str(rng.choice(cfg.noise_kinds)), rng)
+        applied["rt60_s"] = float(rng.uniform(*cfg.rt60_s))
+        y = apply_reverb(y, synthetic_rir(rng, applied["rt60_s"]))
+    kinds = [k for k in cfg.noise_kinds if k != TRACK_BABBLE or track_babble is not None]
+    if kinds and rng.uniform() < cfg.noise_prob:
+        applied["noise"], applied["snr_db"] = str(rng.choice(kinds)), float(rng.uniform(*cfg.snr_db))
+        noise = track_babble(y.size, rng) if applied["noise"] == TRACK_BABBLE else make_noise(applied["noise"], y.size, rng)
+        y = mix_at_snr(y, noise, applied["snr_db"])
     if rng.uniform() < cfg.eq_prob:
-        y = phone_eq(y, rng)
-    return apply_gain(y, rng.uniform(*cfg.gain_db))
+        applied["eq"] = str(rng.choice(cfg.eq_kinds))
+        y = phone_eq(y, rng) if applied["eq"] == "phone" else laptop_eq(y, rng)
+    applied["gain_db"] = float(rng.uniform(*cfg.gain_db))
+    y = apply_gain(y, applied["gain_db"])
+    if rng.uniform() < cfg.ogg_prob:
+        applied["ogg_quality"] = float(rng.uniform(*cfg.ogg_quality))
+        y = ogg_roundtrip(y, applied["ogg_quality"])
+    if rng.uniform() < cfg.dropout_prob:
+        y, applied["dropouts"] = apply_dropouts(y, rng, int(rng.integers(cfg.dropouts[0], cfg.dropouts[1] + 1)), cfg.dropout_ms)
+    return y.astype(np.float32, copy=False), applied
 
 
 def degrade(x: np.ndarray, condition: str, rng: np.random.Generator) -> np.ndarray:

@@ -1,9 +1,9 @@
-"""Contrastive pairs shaped like the retrieval task, from offline-tokenised query views.
+"""The catalog layout, and contrastive pairs shaped like the retrieval task from offline-tokenised query views.
 
-A view is an excerpt of a track, degraded like a real recording and tokenised on its own — exactly
-how a live query reaches the encoder. Its positive is the catalog window (clean, whole-track tokens)
-that contains it. Excerpts are tokenised alone because the encoder's causal context changes codes:
-cropping a longer token sequence would teach the model codes that queries never produce.
+A view is an excerpt of a track at any sample offset, degraded like a real recording and tokenised on
+its own, exactly how a live query reaches the encoder (training.view_synth). Its positive is the clean
+catalog window that holds its samples, cut by the same ``build_catalog`` that makes the evaluation's
+and the served index's rows, so training sees the catalog the search will see.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from training.audio_io import SAMPLE_RATE, load_audio
 from training.encode import HOP
-from training.token_files import TokenFile, load_tracks
+from training.token_files import TokenFile
 
 CATALOG_TOKENIZE = ("whole", "alone")
 # Windows tokenized alone are encoded in groups of at least this many: full batches, bounded memory.
@@ -65,92 +65,87 @@ WINDOW_FRAMES = CatalogConfig().window_frames
 HOP_FRAMES = CatalogConfig().hop_frames
 
 
-@dataclass
-class CropConfig:
-    window_frames: int = WINDOW_FRAMES
-    min_crop_frames: int = 12  # shortest query, about 1 s
-    max_crop_frames: int = 125
-    # Share of pairs whose positive is a crop of the anchor's own clean tokens. Views of a random-weight
-    # tokenizer share few codes with the catalog (see code-stability), and with only those positives the
-    # loss collapses to uniform embeddings; identical-code pairs keep a matching signal from the start.
-    token_crop_share: float = 0.5
-
-
 @dataclass(frozen=True)
 class TrackViews:
-    """K query views of one track: their codes back to back, and each one's start and length in frames."""
+    """One track's query views and its catalog windows, as ``python -m training views`` stored them.
 
-    codes: np.ndarray  # [Q, sum of lengths]
-    starts: np.ndarray  # [K] first frame of the excerpt in the whole track
-    lengths: np.ndarray  # [K]
+    Views: codes back to back [Q, sum of lengths], each one's frame count, first sample in the track and
+    sample count. Windows: the track's catalog rows (``build_catalog``), codes back to back, frame counts
+    and first samples.
+    """
+
+    codes: np.ndarray
+    lengths: np.ndarray
+    offsets: np.ndarray
+    samples: np.ndarray
+    window_codes: np.ndarray
+    window_lengths: np.ndarray
+    window_starts: np.ndarray
 
     def view(self, k: int) -> np.ndarray:
-        begin = int(self.lengths[:k].sum())
-        return self.codes[:, begin : begin + int(self.lengths[k])]
+        return _part(self.codes, self.lengths, k)
+
+    def window(self, w: int) -> np.ndarray:
+        return _part(self.window_codes, self.window_lengths, w)
+
+    def windows(self) -> list[np.ndarray]:
+        return [self.window(w) for w in range(len(self.window_lengths))]
+
+    def paired_windows(self, k: int) -> np.ndarray:
+        return holding_windows(self.window_starts, self.window_lengths * HOP, int(self.offsets[k]), int(self.samples[k]))
+
+
+def _part(codes: np.ndarray, lengths: np.ndarray, index: int) -> np.ndarray:
+    begin = int(lengths[:index].sum())
+    return codes[:, begin : begin + int(lengths[index])]
+
+
+def holding_windows(starts: np.ndarray, sizes: np.ndarray, offset: int, samples: int) -> np.ndarray:
+    """Windows (first sample ``starts``, ``sizes`` samples) that hold all of [offset, offset + samples);
+    for an excerpt longer than any window holds, those that hold the most of it."""
+    overlap = np.minimum(starts + sizes, offset + samples) - np.maximum(starts, offset)
+    return np.flatnonzero(overlap == overlap.max())
 
 
 def views_path(views_root: Path, track_id: str) -> Path:
     return Path(views_root) / f"{track_id}.npz"
 
 
-def save_views(path: Path, views: list[np.ndarray], starts: list[int]) -> None:
+def save_views(path: Path, views: list[np.ndarray], offsets: list[int], samples: list[int], windows: list[np.ndarray], window_starts: np.ndarray) -> None:
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, codes=np.concatenate(views, axis=1).astype(np.int16), starts=np.array(starts), lengths=np.array([v.shape[1] for v in views]))
-    tmp.replace(path)
+    np.savez(
+        tmp,
+        codes=np.concatenate(views, axis=1).astype(np.int16), lengths=np.array([v.shape[1] for v in views]),
+        offsets=np.array(offsets, dtype=np.int64), samples=np.array(samples, dtype=np.int64),
+        window_codes=np.concatenate(windows, axis=1).astype(np.int16), window_lengths=np.array([w.shape[1] for w in windows]),
+        window_starts=np.asarray(window_starts, dtype=np.int64),
+    )
+    tmp.replace(path)  # atomic: an interrupted run never leaves a half-written file that a rerun would skip
 
 
 def load_views(views_root: Path, track_id: str) -> TrackViews:
     with np.load(views_path(views_root, track_id)) as data:
-        return TrackViews(data["codes"].astype(np.int64), data["starts"], data["lengths"])
-
-
-def window_around(n_frames: int, start: int, length: int, window: int, rng: np.random.Generator) -> int:
-    """A random window start such that [start, start + length) lies inside the window (as far as it fits)."""
-    window = min(window, n_frames)
-    low = max(0, min(start + length - window, n_frames - window))
-    high = max(low, min(start, n_frames - window))
-    return int(rng.integers(low, high + 1))
+        return TrackViews(**{name: data[name].astype(np.int64) for name in TrackViews.__dataclass_fields__})
 
 
 class ViewPairDataset(Dataset):
-    """(catalog window, query view) pairs: the anchor from the clean track tokens, the positive a view."""
+    """(clean catalog window, query view, track) triples: each view with a window that holds its samples."""
 
-    def __init__(self, views_root: Path, tokens_root: Path, track_ids: list[str], crop: CropConfig, seed: int, pairs_per_track: int = 1) -> None:
-        self.track_ids = list(track_ids)
+    def __init__(self, views: list[TrackViews], seed: int, pairs_per_track: int = 1) -> None:
+        self.views = views
         self.pairs_per_track = pairs_per_track
-        tracks = load_tracks(tokens_root, self.track_ids)
-        missing = [t for t in self.track_ids if t not in tracks]
-        if missing:
-            raise ValueError(f"{len(missing)} tracks have views but no tokens under {tokens_root}, e.g. {missing[:5]}")
-        self.clean = [tracks[t][0].codes for t in self.track_ids]
-        self.views = [load_views(views_root, t) for t in self.track_ids]
-        self.crop = crop
+        self.paired = [[v.paired_windows(k) for k in range(len(v.lengths))] for v in views]
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         # Several fresh pairs per track and epoch: small catalogs still give enough optimizer steps.
-        return len(self.track_ids) * self.pairs_per_track
+        return len(self.views) * self.pairs_per_track
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        track = index % len(self.track_ids)
-        views, clean = self.views[track], self.clean[track]
-        if self.rng.random() < self.crop.token_crop_share:
-            return self._token_crop_pair(clean)
-        k = int(self.rng.integers(len(views.lengths)))
-        query = views.view(k)
-        # Online token-level augmentation: a random crop of the view (at least min_crop_frames).
-        length = int(self.rng.integers(min(self.crop.min_crop_frames, query.shape[1]), query.shape[1] + 1))
-        offset = int(self.rng.integers(0, query.shape[1] - length + 1))
-        anchor_start = window_around(clean.shape[1], int(views.starts[k]) + offset, length, self.crop.window_frames, self.rng)
-        return clean[:, anchor_start : anchor_start + self.crop.window_frames], query[:, offset : offset + length]
-
-
-    def _token_crop_pair(self, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        window = min(self.crop.window_frames, clean.shape[1])
-        start = int(self.rng.integers(0, clean.shape[1] - window + 1))
-        length = int(self.rng.integers(min(self.crop.min_crop_frames, window), min(self.crop.max_crop_frames, window) + 1))
-        offset = start + int(self.rng.integers(0, window - length + 1))
-        return clean[:, start : start + window], clean[:, offset : offset + length]
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        track = index % len(self.views)
+        k = int(self.rng.integers(len(self.views[track].lengths)))
+        window = int(self.rng.choice(self.paired[track][k]))
+        return self.views[track].window(window), self.views[track].view(k), track
 
 
 def pad_batch(sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,9 +160,10 @@ def pad_batch(sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return codes, mask
 
 
-def collate_pairs(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    anchors, positives = zip(*batch)
-    return (*pad_batch(list(anchors)), *pad_batch(list(positives)))
+def collate_pairs(batch: list[tuple[np.ndarray, np.ndarray, int]]) -> tuple[torch.Tensor, ...]:
+    """-> window codes, window mask, view codes, view mask, track of each pair."""
+    windows, views, tracks = zip(*batch)
+    return (*pad_batch(list(windows)), *pad_batch(list(views)), torch.tensor(tracks, dtype=torch.long))
 
 
 def window_starts(n_frames: int, window_frames: int, hop_frames: int) -> list[int]:
@@ -201,12 +197,13 @@ def build_catalog(
     layout: CatalogConfig | None = None,
     encode: ClipEncoder | None = None,
     audio_paths: dict[str, Path] | None = None,
+    progress: bool = True,
 ) -> SegmentCatalog:
     """The catalog rows of ``tracks`` under ``layout``; the one window cutter of evaluation, training and the index.
 
     ``whole``: windows cut from each token file's codes. ``alone``: the same windows' audio (from
     ``audio_paths[track]``, else the token file's ``source_path``) tokenized one by one with ``encode``,
-    as a query of that length would be.
+    as a query of that length would be (a progress bar shows it when ``progress``).
     """
     layout = layout or CatalogConfig()
     if layout.tokenize == "alone" and encode is None:
@@ -216,7 +213,7 @@ def build_catalog(
     segments: list[np.ndarray] = []
     pending: list[np.ndarray] = []
     seg_track, seg_chunk, seg_start = [], [], []
-    for t, track_id in enumerate(tqdm(track_ids, desc="catalog windows", unit="track", disable=layout.tokenize == "whole")):
+    for t, track_id in enumerate(tqdm(track_ids, desc="catalog windows", unit="track", disable=not progress or layout.tokenize == "whole")):
         audio = load_audio(audio_paths[track_id] if audio_paths else tracks[track_id][0].source_path) if layout.tokenize == "alone" else None
         chunk_offset = 0
         for chunk in tracks[track_id]:

@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# How the frames become one vector: mean and attention pooling concatenated, either alone, or the max.
+POOLINGS = ("mean_attn", "mean", "attn", "max")
+
 
 @dataclass
 class EmbedderConfig:
@@ -25,6 +28,13 @@ class EmbedderConfig:
     conv_kernel: int = 5
     embedding_dim: int = 256
     dropout: float = 0.1
+    pooling: str = "mean_attn"
+    # Start each level's code vectors from the tokenizer's own (training.codebook_init) instead of at random.
+    init_from_codebook: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
 
 class _SelfAttentionBlock(nn.Module):
@@ -60,8 +70,8 @@ class TokenEmbedder(nn.Module):
         self.conv = nn.Conv1d(cfg.d_model, cfg.d_model, cfg.conv_kernel, padding=cfg.conv_kernel // 2)
         self.blocks = nn.ModuleList(_SelfAttentionBlock(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
-        self.pool_score = nn.Linear(cfg.d_model, 1)
-        self.head = nn.Linear(2 * cfg.d_model, cfg.embedding_dim)
+        self.pool_score = nn.Linear(cfg.d_model, 1) if "attn" in cfg.pooling else None
+        self.head = nn.Linear((2 if cfg.pooling == "mean_attn" else 1) * cfg.d_model, cfg.embedding_dim)
         nn.init.normal_(self.code_embedding.weight, std=1.0 / math.sqrt(cfg.n_levels))
 
     def forward(self, codes: torch.Tensor, mask: torch.Tensor, code_dropout: float = 0.0) -> torch.Tensor:
@@ -81,12 +91,18 @@ class TokenEmbedder(nn.Module):
         key_bias = ((~mask).to(x.dtype) * -1e4)[:, None, None, :]
         for block in self.blocks:
             x = block(x, key_bias)
-        x = self.norm(x)
-        mean = (x * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)
-        scores = self.pool_score(x).squeeze(-1).masked_fill(~mask, -1e4)
-        attn = (torch.softmax(scores, dim=1).unsqueeze(-1) * x).sum(dim=1)
-        return F.normalize(self.head(torch.cat([mean, attn], dim=-1)), dim=-1)
+        return F.normalize(self.head(self._pool(self.norm(x), mask, valid)), dim=-1)
 
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pooling == "max":
+            return x.masked_fill(~mask.unsqueeze(-1), -1e4).max(dim=1).values
+        pooled = []
+        if self.cfg.pooling in ("mean_attn", "mean"):
+            pooled.append((x * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0))
+        if self.pool_score is not None:
+            scores = self.pool_score(x).squeeze(-1).masked_fill(~mask, -1e4)
+            pooled.append((torch.softmax(scores, dim=1).unsqueeze(-1) * x).sum(dim=1))
+        return torch.cat(pooled, dim=-1)
 
     def _check_shapes(self, codes: torch.Tensor, mask: torch.Tensor) -> None:
         if codes.dim() != 3 or mask.dim() != 2 or codes.shape[0] != mask.shape[0] or codes.shape[2] != mask.shape[1]:

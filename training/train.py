@@ -1,10 +1,15 @@
-"""`python -m training train`: contrastive training of the TokenEmbedder on augmented views."""
+"""`python -m training train`: contrastive training of the TokenEmbedder on (clean catalog window, query view) pairs.
+
+The views and their windows come from `python -m training views` with the same config (catalog layout,
+tokenizer, levels); a mismatch is refused rather than trained on.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,20 +19,25 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common.yaml_config import load_yaml, to_dict
-from training.dataset import HOP_FRAMES, CropConfig, ViewPairDataset, build_catalog, collate_pairs, load_views
+from training.codebook_init import init_from_codebook, tokenizer_quantizer
+from training.dataset import CatalogConfig, TrackViews, ViewPairDataset, collate_pairs, load_views
 from training.embedder import EmbedderConfig, TokenEmbedder
-from training.losses import nt_xent
+from training.losses import WindowMemory, nt_xent
 from training.metrics import ranks_of_targets, recall_at_k
 from training.retrieval import embed_sequences, rank_tracks_exact, torch_embed_fn
 from training.splits import read_split
-from training.token_files import load_tracks
+from training.view_synth import ViewConfig
+
+VIEWS_META = "views.json"
 
 
 @dataclass
 class DataConfig:
-    views_root: str = "artifacts/views"
-    tokens_root: str = "artifacts/tokens"
+    tokenizer: str = "tiny"  # MOSS preset or weights folder: encodes the views and windows, seeds init_from_codebook
+    audio_root: str = "artifacts/audio"
+    tokens_root: str = "artifacts/tokens"  # whole-track codes (catalog.tokenize whole cuts windows from them)
     splits_root: str = "artifacts/splits"
+    views_root: str = "artifacts/views"
     pairs_per_track: int = 4
 
 
@@ -48,10 +58,28 @@ class TrainConfig:
     temperature: float = 0.07
     learn_temperature: bool = True
     code_dropout: float = 0.1
+    # Catalog windows of earlier batches kept as extra negatives (0: in-batch negatives only).
+    memory_size: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: EmbedderConfig = field(default_factory=EmbedderConfig)
-    crop: CropConfig = field(default_factory=CropConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    views: ViewConfig = field(default_factory=ViewConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+def views_meta(cfg: TrainConfig) -> dict:
+    """What the views under ``data.views_root`` depend on; written by `views`, checked by `views` and `train`."""
+    return {"tokenizer": cfg.data.tokenizer, "n_quantizers": cfg.model.n_levels, "catalog": to_dict(cfg.catalog), "views": to_dict(cfg.views), "seed": cfg.seed}
+
+
+def views_mismatch(cfg: TrainConfig, keys: tuple[str, ...]) -> str | None:
+    """Why the views on disk do not fit ``cfg`` in ``keys`` (None when they do, or when there are none yet)."""
+    path = Path(cfg.data.views_root) / VIEWS_META
+    if not path.exists():
+        return None
+    stored, wanted = json.loads(path.read_text(encoding="utf-8")), json.loads(json.dumps(views_meta(cfg)))
+    differing = [f"{key}: views have {stored.get(key)!r}, config {wanted[key]!r}" for key in keys if stored.get(key) != wanted[key]]
+    return f"the views under {path.parent} were made with another config ({'; '.join(differing)})" if differing else None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,16 +101,16 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def validation_recall_at_1(model: TokenEmbedder, views_root: Path, tokens_root: Path, track_ids: list[str], cfg: TrainConfig, device: torch.device) -> float:
-    """Catalog: clean windows of the val tracks; queries: each track's first view (a degraded excerpt)."""
-    # The first chunk only, as the training pairs use (views are cut from whole-track tokens).
-    catalog = build_catalog({t: files[:1] for t, files in load_tracks(tokens_root, track_ids).items()}, cfg.crop.window_frames, HOP_FRAMES)
-    queries = [load_views(views_root, track_id).view(0) for track_id in catalog.track_ids]
+def validation_recall_at_1(model: TokenEmbedder, views: list[TrackViews], device: torch.device) -> float:
+    """Catalog: every window of the val tracks; queries: all their views (excerpts anywhere, degraded)."""
+    windows = [w for v in views for w in v.windows()]
+    window_track = np.concatenate([np.full(len(v.window_lengths), t) for t, v in enumerate(views)])
+    queries = [v.view(k) for v in views for k in range(len(v.lengths))]
+    query_track = [t for t, v in enumerate(views) for _ in range(len(v.lengths))]
     model.eval()
     embed = torch_embed_fn(model, device)
-    order, _ = rank_tracks_exact(embed_sequences(embed, queries), embed_sequences(embed, catalog.segments), catalog.segment_track, len(catalog.track_ids))
-    ranks = ranks_of_targets([list(row) for row in order], list(range(len(catalog.track_ids))))
-    return recall_at_k(ranks, 1)
+    order, _ = rank_tracks_exact(embed_sequences(embed, queries), embed_sequences(embed, windows), window_track, len(views))
+    return recall_at_k(ranks_of_targets([list(row) for row in order], query_track), 1)
 
 
 def save_checkpoint(path: Path, model: TokenEmbedder, cfg: TrainConfig, epoch: int, extra: dict) -> None:
@@ -108,7 +136,7 @@ def plot_history(history: list[dict], path: Path) -> None:
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss", color="tab:blue")
     ax_recall = ax_loss.twinx()
-    ax_recall.plot(epochs, [h["val_recall@1"] for h in history], color="tab:orange", label="val recall@1 (5 s, augmented)")
+    ax_recall.plot(epochs, [h["val_recall@1"] for h in history], color="tab:orange", label="val recall@1 (training-like views)")
     ax_recall.set_ylabel("val recall@1", color="tab:orange")
     ax_recall.set_ylim(0, 1)
     fig.legend(loc="lower center", ncol=2, fontsize=8)
@@ -122,12 +150,18 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     views_root = Path(cfg.data.views_root)
-    train_ids = read_split(Path(cfg.data.splits_root) / "train.txt")
-    val_ids = read_split(Path(cfg.data.splits_root) / "val.txt")
-    dataset = ViewPairDataset(views_root, Path(cfg.data.tokens_root), train_ids, cfg.crop, cfg.seed, cfg.data.pairs_per_track)
+    mismatch = views_mismatch(cfg, ("tokenizer", "n_quantizers", "catalog"))
+    if mismatch:
+        raise SystemExit(f"{mismatch}; rerun `python -m training views --config` with this config")
+    train_views, val_views = ([load_views(views_root, t) for t in read_split(Path(cfg.data.splits_root) / f"{name}.txt")] for name in ("train", "val"))
+    dataset = ViewPairDataset(train_views, cfg.seed, cfg.data.pairs_per_track)
     # drop_last keeps every batch's negatives count equal; a final tiny batch would make the loss noisy.
     loader = DataLoader(dataset, batch_size=min(cfg.optim.batch_size, len(dataset)), shuffle=True, collate_fn=collate_pairs, drop_last=True)
-    model = TokenEmbedder(cfg.model).to(device)
+    model = TokenEmbedder(cfg.model)
+    if cfg.model.init_from_codebook and resume is None:
+        init_from_codebook(model, tokenizer_quantizer(cfg.data.tokenizer), cfg.seed)
+    model = model.to(device)
+    memory = WindowMemory(cfg.memory_size, cfg.model.embedding_dim, device) if cfg.memory_size > 0 else None
     log_temperature = torch.nn.Parameter(torch.tensor(math.log(cfg.temperature), device=device), requires_grad=cfg.learn_temperature)
     optimizer = torch.optim.AdamW([{"params": model.parameters()}, {"params": [log_temperature], "weight_decay": 0.0}], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total_steps = cfg.optim.epochs * len(loader)
@@ -146,13 +180,16 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
         model.train()
         losses = []
-        for anchor, anchor_mask, positive, positive_mask in tqdm(loader, desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False):
-            anchor, anchor_mask = anchor.to(device), anchor_mask.to(device)
-            positive, positive_mask = positive.to(device), positive_mask.to(device)
+        started = time.perf_counter()
+        for batch in tqdm(loader, desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False):
+            window, window_mask, view, view_mask, tracks = (t.to(device) for t in batch)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                z1 = model(anchor, anchor_mask, cfg.code_dropout)
-                z2 = model(positive, positive_mask, cfg.code_dropout)
-                loss = nt_xent(z1.float(), z2.float(), log_temperature.exp())
+                z1 = model(window, window_mask, cfg.code_dropout)
+                z2 = model(view, view_mask, cfg.code_dropout)
+            negatives = (memory.embeddings, memory.groups) if memory is not None else (None, None)
+            loss = nt_xent(z1.float(), z2.float(), log_temperature.exp(), tracks, *negatives)
+            if memory is not None:
+                memory.push(z1, tracks)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -161,15 +198,16 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
             scaler.update()
             scheduler.step()
             losses.append(float(loss.detach()))
-        val_recall = validation_recall_at_1(model, views_root, Path(cfg.data.tokens_root), val_ids, cfg, device) if val_ids else float("nan")
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_recall@1": val_recall, "temperature": float(log_temperature.detach().exp()), "lr": scheduler.get_last_lr()[0]}
+        seconds = time.perf_counter() - started
+        val_recall = validation_recall_at_1(model, val_views, device) if val_views else float("nan")
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_recall@1": val_recall, "temperature": float(log_temperature.detach().exp()), "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 1)}
         history.append(record)
         print(json.dumps(record), flush=True)
         extra = {"history": history, "best_val_recall@1": max(best, val_recall)}
         if val_recall > best:
             best = val_recall
             save_checkpoint(out_dir / "best.pt", model, cfg, epoch, extra)
-        save_checkpoint(out_dir / "last.pt", model, cfg, epoch, {**extra, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "log_temperature": float(log_temperature)})
+        save_checkpoint(out_dir / "last.pt", model, cfg, epoch, {**extra, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "log_temperature": float(log_temperature.detach())})
         (out_dir / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
         plot_history(history, out_dir / "history.png")
     return {"best_val_recall@1": best, "epochs": len(history), "output_dir": str(out_dir)}

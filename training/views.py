@@ -1,81 +1,105 @@
-"""`python -m training views`: K query views per track, tokenized once, offline.
+"""`python -m training views`: query views of every train and val track, with the catalog windows they pair with.
 
-A view is an excerpt of 1-10 s at a random frame of the track, degraded like a real recording
-(noise, room, phone EQ, gain) and tokenized on its own, as a live query is. Tokenizing is the
-expensive step, so the trainer reads these codes and pairs each view with the clean catalog window
-that contains it (training.dataset). File per track: codes of the K views back to back, with each
-view's first frame and length.
+Views (training.view_synth: excerpts at any sample offset, 1-10 s, degraded like a recording) are made
+in a process pool sized to the machine, then tokenized alone in batches (CUDA with `--device auto`
+where present), as a live query is. Each track's catalog windows come from `build_catalog` under the
+config's `catalog` layout, the rows evaluation and the served index use. One file per track; reruns
+skip finished tracks, and a views folder made with another config is refused.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Iterable, Iterator
 
-import numpy as np
 from tqdm import tqdm
 
-from training.audio_io import list_audio_files, load_audio
-from training.augment import AugmentConfig, random_view
-from training.dataset import CropConfig, save_views, views_path
-from training.encode import HOP, encode_clips
+from common.yaml_config import load_yaml
+from training.audio_io import list_audio_files
+from training.dataset import ClipEncoder, build_catalog, save_views, views_path
+from training.encode import batched, clip_encoder
 from training.moss.weights import build_encoder
 from training.splits import read_split
-from training.tokenize import add_moss_arguments, moss_spec
-from training.train import resolve_device
+from training.token_files import load_tracks
+from training.train import VIEWS_META, TrainConfig, resolve_device, views_meta, views_mismatch
+from training.view_synth import QueryView, init_worker, track_views
 
-# Views start on the catalog's frame grid (no sub-frame offset): a random-weight tokenizer's codes are
-# a hash of the exact waveform phase (`python -m training code-stability`: a 15-sample shift leaves
-# level-0 codes near chance), so shifted views would be noise. `--alignment sample` adds the shifts.
-TRAINING_AUGMENT = AugmentConfig(noise_prob=0.7, reverb_prob=0.25, rt60_s=(0.3, 0.8), eq_prob=0.25, gain_db=(-3.0, 3.0), offset_prob=0.0)
-ALIGNMENTS = ("frame", "sample")
+# Tracks whose views are tokenized together: enough clips for full encoder batches, little memory.
+_TRACKS_PER_GROUP = 16
 
 
-def excerpt_views(waveform: np.ndarray, n_views: int, rng: np.random.Generator, cfg: AugmentConfig, crop: CropConfig, alignment: str) -> tuple[list[np.ndarray], list[int]]:
-    """``n_views`` degraded excerpts and the track frame each starts at."""
-    n_frames = len(waveform) // HOP
-    clips, starts = [], []
-    for _ in range(n_views):
-        length = int(rng.integers(min(crop.min_crop_frames, n_frames), min(crop.max_crop_frames, n_frames) + 1))
-        start = int(rng.integers(0, n_frames - length + 1))
-        delay = int(rng.integers(0, HOP)) if alignment == "sample" and start > 0 else 0
-        excerpt = waveform[start * HOP - delay : (start + length) * HOP - delay]
-        clips.append(random_view(excerpt, rng, cfg))
-        starts.append(start)
-    return clips, starts
-
-
-def track_seed(seed: int, track_id: str) -> np.random.Generator:
-    # Seeded per track (not per run order) so a resumed or partial run makes the same views.
-    return np.random.default_rng([seed, *track_id.encode("utf-8")])
+def synthesized(tasks: list[tuple], babble_paths: dict[str, Path], workers: int) -> Iterator[tuple[str, list[QueryView]]]:
+    """``track_views`` of every task, in order; with ``workers`` > 0 in that many processes, a bounded number ahead."""
+    if workers == 0:
+        init_worker(babble_paths)
+        yield from map(track_views, tasks)
+        return
+    # spawn: the workers import NumPy only, and a fork of a process holding torch threads (or CUDA) is unsafe.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker, initargs=(babble_paths,)) as pool:
+        pending: deque[Future] = deque()
+        for task in tasks:
+            pending.append(pool.submit(track_views, task))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--audio-root", type=Path, required=True, help="the catalog audio (file stem = track id)")
-    parser.add_argument("--splits-root", type=Path, required=True)
+    parser.add_argument("--config", type=Path, default=Path("configs/train.yaml"), help="the training config: data paths, tokenizer, catalog layout, views")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="which split files to make views for")
-    parser.add_argument("--output-root", type=Path, required=True)
-    parser.add_argument("--views-per-track", type=int, default=6)
-    parser.add_argument("--alignment", choices=ALIGNMENTS, default="frame", help="frame: excerpts start on the 1,920-sample grid; sample: anywhere")
-    parser.add_argument("--seed", type=int, default=42)
-    add_moss_arguments(parser)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="view synthesis processes (0: in this process)")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per encoder batch")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.views_per_track < 1:
-        raise SystemExit("--views-per-track must be at least 1")
-    audio_by_track = {p.stem: p for p in list_audio_files(args.audio_root)}
-    track_ids = sorted({t for split in args.splits for t in read_split(args.splits_root / f"{split}.txt")})
+    cfg = load_yaml(TrainConfig, args.config)
+    data = cfg.data
+    mismatch = views_mismatch(cfg, tuple(views_meta(cfg)))
+    if mismatch:
+        raise SystemExit(f"{mismatch}; use another data.views_root or delete it")
+    audio_by_track = {p.stem: p for p in list_audio_files(data.audio_root)}
+    splits = {name: read_split(Path(data.splits_root) / f"{name}.txt") for name in args.splits}
+    track_ids = sorted({t for ids in splits.values() for t in ids})
     missing = [t for t in track_ids if t not in audio_by_track]
     if missing:
-        raise SystemExit(f"{len(missing)} tracks of the splits have no audio under {args.audio_root}, e.g. {missing[:5]}")
-    todo = [t for t in track_ids if not views_path(args.output_root, t).exists()]
+        raise SystemExit(f"{len(missing)} tracks of the splits have no audio under {data.audio_root}, e.g. {missing[:5]}")
+    tracks = load_tracks(Path(data.tokens_root), track_ids)
+    missing = [t for t in track_ids if t not in tracks]
+    if missing:
+        raise SystemExit(f"{len(missing)} tracks of the splits have no tokens under {data.tokens_root}, e.g. {missing[:5]}")
+    views_root = Path(data.views_root)
+    todo = [t for t in track_ids if not views_path(views_root, t).exists()]
+    # Babble is other training tracks' audio, never a val or test track's.
+    babble_paths = {t: audio_by_track[t] for t in read_split(Path(data.splits_root) / "train.txt")}
     device = resolve_device(args.device)
-    encoder = build_encoder(moss_spec(args), device=device)
-    crop = CropConfig()
-    args.output_root.mkdir(parents=True, exist_ok=True)
-    for track_id in tqdm(todo, desc="views", unit="track"):
-        clips, starts = excerpt_views(load_audio(audio_by_track[track_id]), args.views_per_track, track_seed(args.seed, track_id), TRAINING_AUGMENT, crop, args.alignment)
-        save_views(views_path(args.output_root, track_id), encode_clips(encoder, clips, args.n_quantizers, args.batch_size, device), starts)
-    print(json.dumps({"tracks": len(track_ids), "written": len(todo), "views_per_track": args.views_per_track, "alignment": args.alignment, "moss": moss_spec(args)}))
+    encode = clip_encoder(build_encoder(data.tokenizer, device=device), cfg.model.n_levels, args.batch_size, device)
+    views_root.mkdir(parents=True, exist_ok=True)
+    (views_root / VIEWS_META).write_text(json.dumps(views_meta(cfg), indent=2), encoding="utf-8")
+    tasks = [(t, audio_by_track[t], cfg.views, cfg.seed) for t in todo]
+    workers = min(args.workers, len(tasks))
+    made = _encode_and_save(synthesized(tasks, babble_paths, workers), tracks, cfg, encode, audio_by_track, views_root, len(todo))
+    print(json.dumps({"tracks": len(track_ids), "written": len(todo), "views": made, "workers": workers, "device": str(device), **views_meta(cfg)}))
     return 0
+
+
+def _encode_and_save(results: Iterable[tuple[str, list[QueryView]]], tracks: dict, cfg: TrainConfig, encode: ClipEncoder, audio_by_track: dict[str, Path], views_root: Path, total: int) -> int:
+    made = 0
+    with tqdm(total=total, desc="views", unit="track") as progress:
+        for group in batched(results, _TRACKS_PER_GROUP):
+            ids = [track_id for track_id, _ in group]
+            catalog = build_catalog({t: tracks[t] for t in ids}, cfg.catalog, encode, audio_by_track, progress=False)
+            codes = iter(encode([view.waveform for _, views in group for view in views]))
+            for track_id, views in group:
+                rows = catalog.segment_track == catalog.track_ids.index(track_id)
+                windows = [catalog.segments[i][: cfg.model.n_levels] for i in rows.nonzero()[0]]
+                save_views(views_path(views_root, track_id), [next(codes) for _ in views], [v.offset for v in views], [v.waveform.size for v in views], windows, catalog.segment_start[rows])
+                made += len(views)
+            progress.update(len(group))
+    return made
