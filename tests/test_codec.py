@@ -172,6 +172,13 @@ def test_codec_export_cli_writes_a_loadable_float16_checkpoint(audio_root: Path,
         rounded = empty_codec(TINY_CONFIG, "cpu")
         rounded.load_state_dict({k: v.half().float() for k, v in reference.state_dict().items()})
     assert torch.equal(loaded(audio)[0], rounded(audio)[0])
+    # a checkpoint folder exports too: sharded for a size-capped transport, and back to one file
+    sharded, single = tmp_path / "sharded", tmp_path / "single"
+    for source, target, shards in ((out, sharded, "2"), (sharded, single, "1")):
+        subprocess.run([sys.executable, "-m", "training", "codec-export", "--state", str(source), "--out", str(target),
+                        "--shards", shards], check=True, cwd=ROOT, capture_output=True)
+    assert len(list(sharded.glob("*.safetensors"))) == 2 and [p.name for p in single.glob("*.safetensors")] == ["model.safetensors"]
+    assert torch.equal(build_codec(str(single))(audio)[0], rounded(audio)[0])
 
 
 def test_codec_train_cli_reports_missing_audio(tmp_path: Path) -> None:
