@@ -13,7 +13,7 @@ from training.embedder import EmbedderConfig, EmbedderFromCounts, TokenEmbedder
 from training.losses import nt_xent
 from training.metrics import mean_reciprocal_rank, ranks_of_targets, recall_at_k, retrieval_metrics
 from training.retrieval import embed_sequences, rank_tracks_exact, rank_tracks_faiss, torch_embed_fn
-from training.splits import assign_splits, assign_splits_by_hash
+from training.splits import assign_splits, assign_splits_by_hash, manifest_splits
 
 SMALL = EmbedderConfig(n_levels=4, codebook_size=64, d_model=32, n_heads=2, n_layers=2, embedding_dim=16, dropout=0.0)
 
@@ -44,6 +44,15 @@ def test_hash_splits_keep_every_track_in_place_as_the_catalog_grows() -> None:
     assert set().union(*map(set, grown.values())) == set(ids) and sum(map(len, grown.values())) == len(ids)
     assert abs(len(grown["test"]) / len(ids) - 0.2) < 0.03 and abs(len(grown["val"]) / len(ids) - 0.1) < 0.03
     assert grown != assign_splits_by_hash(ids, 0.1, 0.2, seed=7)
+
+
+def test_manifest_splits_follow_the_split_column(tmp_path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("track_id,package,split\nb,p,train\nc,p,test\na,p,train\nd,p,val\n", encoding="utf-8")
+    assert manifest_splits(manifest) == {"train": ["a", "b"], "val": ["d"], "test": ["c"]}
+    manifest.write_text("track_id,split\na,dev\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="'dev'"):
+        manifest_splits(manifest)
 
 
 def test_padding_changes_nothing_in_the_embedding() -> None:

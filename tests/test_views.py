@@ -252,3 +252,10 @@ def test_nt_xent_leaves_the_pairs_own_track_out_of_its_negatives() -> None:
     assert nt_xent(z1, z2, 0.1, distinct).item() == pytest.approx(nt_xent(z1, z2, 0.1).item(), rel=1e-6)
     with pytest.raises(ValueError, match="groups"):
         nt_xent(z1, z2, 0.1, None, memory, None)
+
+
+@pytest.mark.parametrize("path", ["configs/train.yaml", "configs/train_music.yaml"])
+def test_training_configs_load(path: str) -> None:
+    cfg = load_yaml(TrainConfig, path)
+    assert cfg.views.augment.noise_kinds and cfg.catalog.window_frames >= cfg.catalog.hop_frames
+    assert cfg.data.tokenizer == ("tiny" if path.endswith("train.yaml") else "models/moss-small")

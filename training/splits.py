@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import random
@@ -45,6 +46,17 @@ def assign_splits(track_ids: list[str], val_ratio: float, test_ratio: float, see
     }
 
 
+def manifest_splits(manifest: str | Path) -> dict[str, list[str]]:
+    """Track ids per split from a corpus manifest's ``track_id`` and ``split`` columns (`python -m training corpus`)."""
+    splits: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("split") not in splits:
+                raise ValueError(f"{manifest}: track {row.get('track_id')!r} has split {row.get('split')!r}, expected one of {SPLIT_NAMES}")
+            splits[row["split"]].append(row["track_id"])
+    return {name: sorted(ids) for name, ids in splits.items()}
+
+
 def read_split(path: str | Path) -> list[str]:
     return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -59,7 +71,9 @@ def write_splits(splits: dict[str, list[str]], output_root: Path, seed: int) -> 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tokens-root", type=Path, required=True, help="folder of token .npz files")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tokens-root", type=Path, help="folder of token .npz files: split their track ids")
+    source.add_argument("--manifest", type=Path, help="a corpus manifest.csv: write the splits of its split column (ratios and method unused)")
     parser.add_argument("--output-root", type=Path, required=True)
     parser.add_argument("--val-ratio", type=float, default=0.1)
     parser.add_argument("--test-ratio", type=float, default=0.1)
@@ -69,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.manifest is not None:
+        try:
+            splits = manifest_splits(args.manifest)
+        except (OSError, ValueError) as error:
+            raise SystemExit(str(error)) from None
+        print(json.dumps(write_splits(splits, args.output_root, args.seed)))
+        return 0
     track_ids = list_track_ids(args.tokens_root)
     if not track_ids:
         raise SystemExit(f"no token files under {args.tokens_root}")
