@@ -10,7 +10,7 @@ AIRFLOW_VENV := .venv-airflow
 AIRFLOW_LOCK := pipelines/requirements-airflow.txt
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-$(shell cat $(AIRFLOW_LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: setup airflow-setup test demo serve quality bench pipeline report clean
+.PHONY: setup airflow-setup test demo serve corpus quality bench pipeline report clean
 
 setup: $(SETUP_STAMP) $(SYSTEM_STAMP)
 
@@ -47,6 +47,10 @@ demo: setup
 # The embedded tritonserver (loopback only) and the search API on http://127.0.0.1:8080 in front of it.
 serve: setup
 	$(PY) -m api serve --embedded --no-auth
+
+# Real music: installs Debian's free game-music packages (apt-get as root) and writes artifacts/corpus.
+corpus: setup
+	$(PY) -m training corpus
 
 quality: setup
 	$(PY) -m training quality
