@@ -76,15 +76,16 @@ def train(ctx: RunContext) -> dict[str, Any]:
         shutil.copy2(source, ctx.checkpoint)
         ensure_run(connect(s.metrics_db), ctx.run_id, checkpoint=str(source))
         return {"mode": "reuse", "checkpoint": str(source)}
-    run_cli("training.views", ["--audio-root", s.audio_root, "--splits-root", str(ctx.splits_dir), "--output-root", str(s.views_root),
-                            "--views-per-track", str(s.views_per_track), "--seed", str(s.splits.seed), *s.moss_argv()])
     cfg = load_yaml(TrainConfig, s.train_config)
     cfg.output_dir, cfg.data.views_root = str(ctx.checkpoint.parent), str(s.views_root)
     cfg.data.splits_root, cfg.data.tokens_root = str(ctx.splits_dir), str(s.tokens_root)
+    cfg.data.tokenizer, cfg.data.audio_root = s.moss_config, s.audio_root
+    cfg.views.per_track, cfg.seed = s.views_per_track, s.splits.seed
     epochs = p.epochs or s.epochs
     if epochs is not None:
         cfg.optim.epochs = epochs
     save_yaml(cfg, ctx.run_dir / "train.yaml")
+    run_cli("training.views", ["--config", str(ctx.run_dir / "train.yaml"), "--device", s.device])
     last = ctx.checkpoint.parent / "last.pt"  # a task restarted mid-training continues where it stopped
     run_cli("training.train", ["--config", str(ctx.run_dir / "train.yaml"), "--device", s.device, *(["--resume", str(last)] if last.is_file() else [])])
     return {"mode": "train", "checkpoint": str(ctx.checkpoint), "epochs": cfg.optim.epochs}

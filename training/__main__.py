@@ -7,7 +7,7 @@ COMMANDS = {
     "moss-info": Command("training.moss_info", "print the MOSS encoder's parameter count and frame rate"),
     "tokenize": Command("training.tokenize", "audio files -> MOSS RVQ codes, one .npz per track or chunk"),
     "splits": Command("training.splits", "train/val/test splits by track id"),
-    "views": Command("training.views", "tokenize K audio-augmented views per training track"),
+    "views": Command("training.views", "K degraded excerpts per train/val track at any offset, tokenized alone, with their catalog windows"),
     "train": Command("training.train", "train the TokenEmbedder with NT-Xent"),
     "evaluate": Command("training.evaluate", "Recall@K / MRR of a checkpoint on a split"),
     "code-stability": Command("training.code_stability", "share of unchanged codes per RVQ level under noise, reverb, EQ and sample shifts"),

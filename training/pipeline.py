@@ -64,15 +64,16 @@ def run_training_pipeline(cfg: PipelineConfig, timings: dict[str, float]) -> Pip
     run_step("synth", "training.synth", ["--out", str(paths.audio), "--tracks", str(cfg.tracks), "--seconds", str(cfg.seconds), "--seed", str(cfg.seed)], timings)
     run_step("tokenize", "training.tokenize", ["--input-root", str(paths.audio), "--output-root", str(paths.tokens), *moss], timings)
     run_step("splits", "training.splits", ["--tokens-root", str(paths.tokens), "--output-root", str(paths.splits), "--val-ratio", str(cfg.val_ratio), "--test-ratio", str(cfg.test_ratio), "--seed", str(cfg.seed)], timings)
-    run_step("views", "training.views", ["--audio-root", str(paths.audio), "--splits-root", str(paths.splits), "--output-root", str(paths.views), "--views-per-track", str(cfg.views_per_track), "--seed", str(cfg.seed), *moss], timings)
     train_cfg = load_yaml(TrainConfig, cfg.train_config)
-    train_cfg.output_dir, train_cfg.data.views_root, train_cfg.data.splits_root = str(paths.checkpoints), str(paths.views), str(paths.splits)
-    train_cfg.data.tokens_root = str(paths.tokens)
+    train_cfg.output_dir, train_cfg.seed, train_cfg.views.per_track = str(paths.checkpoints), cfg.seed, cfg.views_per_track
+    train_cfg.data.tokenizer, train_cfg.data.audio_root, train_cfg.data.tokens_root = cfg.moss_config, str(paths.audio), str(paths.tokens)
+    train_cfg.data.splits_root, train_cfg.data.views_root = str(paths.splits), str(paths.views)
     if cfg.epochs is not None:
         train_cfg.optim.epochs = cfg.epochs
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     config_path = paths.checkpoints / "train.yaml"
     save_yaml(train_cfg, config_path)
+    run_step("views", "training.views", ["--config", str(config_path), "--device", cfg.device], timings)
     if not paths.best_checkpoint.exists():
         run_step("train", "training.train", ["--config", str(config_path), "--device", cfg.device], timings)
     return paths

@@ -67,6 +67,14 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
+def load_train_config(path: Path) -> TrainConfig:
+    """The config at ``path``; a missing or invalid file is one line of error, not a traceback."""
+    try:
+        return load_yaml(TrainConfig, path)
+    except (OSError, ValueError, TypeError) as error:
+        raise SystemExit(f"training config {path}: {error}") from None
+
+
 def views_meta(cfg: TrainConfig) -> dict:
     """What the views under ``data.views_root`` depend on; written by `views`, checked by `views` and `train`."""
     return {"tokenizer": cfg.data.tokenizer, "n_quantizers": cfg.model.n_levels, "catalog": to_dict(cfg.catalog), "views": to_dict(cfg.views), "seed": cfg.seed}
@@ -220,6 +228,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = load_yaml(TrainConfig, args.config)
+    cfg = load_train_config(args.config)
     print(json.dumps(train(cfg, resolve_device(args.device), args.resume)))
     return 0

@@ -19,14 +19,13 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from common.yaml_config import load_yaml
 from training.audio_io import list_audio_files
 from training.dataset import ClipEncoder, build_catalog, save_views, views_path
 from training.encode import batched, clip_encoder
 from training.moss.weights import build_encoder
 from training.splits import read_split
 from training.token_files import load_tracks
-from training.train import VIEWS_META, TrainConfig, resolve_device, views_meta, views_mismatch
+from training.train import VIEWS_META, TrainConfig, load_train_config, resolve_device, views_meta, views_mismatch
 from training.view_synth import QueryView, init_worker, track_views
 
 # Tracks whose views are tokenized together: enough clips for full encoder batches, little memory.
@@ -59,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = load_yaml(TrainConfig, args.config)
+    cfg = load_train_config(args.config)
     data = cfg.data
     mismatch = views_mismatch(cfg, tuple(views_meta(cfg)))
     if mismatch:
