@@ -135,3 +135,17 @@ def list_audio_files(root: str | Path) -> list[Path]:
     if not root.is_dir():
         raise AudioError(f"{root}: no such file or folder")
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+# libsndfile 1.2's Vorbis encoder crashes the process (SIGSEGV) on one long write (seen with 3 min of
+# 24 kHz mono in a single sf.write); writing in blocks of this many samples encodes the same stream.
+VORBIS_WRITE_BLOCK = 10 * SAMPLE_RATE
+
+
+def write_vorbis(target, x: np.ndarray, sr: int = SAMPLE_RATE, compression_level: float = 0.7) -> None:
+    """Mono Ogg Vorbis to a path or a binary file object; quality = 1 - ``compression_level`` (0..1)."""
+    x = np.asarray(x, dtype=np.float32)
+    with sf.SoundFile(target, "w", sr, 1, format="OGG", subtype="VORBIS", compression_level=compression_level) as handle:
+        for start in range(0, x.size, VORBIS_WRITE_BLOCK):
+            handle.write(x[start : start + VORBIS_WRITE_BLOCK])
+

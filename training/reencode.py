@@ -10,7 +10,7 @@ import io
 import numpy as np
 import soundfile as sf
 
-from training.audio_io import SAMPLE_RATE
+from training.audio_io import SAMPLE_RATE, write_vorbis
 from training.dsp import fit_peak
 
 
@@ -25,8 +25,7 @@ def ogg_roundtrip(x: np.ndarray, quality: float, sr: int = SAMPLE_RATE) -> np.nd
     if not 0.0 <= quality <= 1.0:
         raise ValueError(f"quality must be in [0, 1], got {quality}")
     buffer = io.BytesIO()
-    # libsndfile's Vorbis "compression level" is 1 - quality.
-    sf.write(buffer, x.astype(np.float32), sr, format="OGG", subtype="VORBIS", compression_level=1.0 - quality)
+    write_vorbis(buffer, x, sr, compression_level=1.0 - quality)
     buffer.seek(0)
     y, _ = sf.read(buffer, dtype="float32")
     # libsndfile 1.2 returns exactly the frames written (checked for 1 to 77,777 samples); the trim/pad

@@ -19,10 +19,9 @@ import random
 import shutil
 from pathlib import Path
 
-import soundfile as sf
 from tqdm import tqdm
 
-from training.audio_io import SAMPLE_RATE, AudioError, load_audio
+from training.audio_io import SAMPLE_RATE, AudioError, load_audio, write_vorbis
 from training.corpus.build import MANIFEST, MANIFEST_COLUMNS
 from training.splits import SPLIT_NAMES
 
@@ -113,7 +112,7 @@ def encode_vorbis(x, path: Path, compression_level: float) -> int:
     """24 kHz mono OGG Vorbis at ``compression_level``, written atomically; returns its size in bytes."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        sf.write(str(tmp), x, SAMPLE_RATE, format="OGG", subtype="VORBIS", compression_level=compression_level)
+        write_vorbis(str(tmp), x, SAMPLE_RATE, compression_level)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
