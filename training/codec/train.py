@@ -55,7 +55,7 @@ class CodecOptimConfig:
     warmup_steps: int = 300
     # 0: sized on the first run from the measured speed so that the schedule ends after planned_minutes.
     total_steps: int = 0
-    planned_minutes: float = 18.0
+    planned_minutes: float = 17.2
     final_lr_ratio: float = 0.1
     grad_clip: float = 1.0
 
@@ -71,7 +71,7 @@ class CodecTrainConfig:
     moss_config: str = "small"
     output_dir: str = "artifacts/codec"
     seed: int = 1234
-    batch_size: int = 48
+    batch_size: int = 64
     quantizer_dropout: float = 0.5
     checkpoint_every: int = 500
     log_every: int = 25
