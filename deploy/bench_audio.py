@@ -6,10 +6,12 @@ nor NumPy is installed. `python3 bench_audio.py OUT.json` writes perf_analyzer's
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import random
 import sys
+import wave
 from array import array
 
 SAMPLE_RATE = 24_000  # the service's input rate (export/windowing.py; a test keeps them equal)
@@ -40,6 +42,25 @@ def little_endian(audio: array) -> bytes:
         audio = array("f", audio)
         audio.byteswap()
     return audio.tobytes()
+
+
+def query_wav(seconds: float, seed: int) -> bytes:
+    """query_audio(seconds, seed) as a 16-bit mono WAV file, what the search API's users upload.
+
+    Its one second is converted once and repeated, like the samples themselves: converting 30 s sample by sample
+    in Python takes seconds, during which Locust's event loop would not run.
+    """
+    second = array("h", (max(-32767, min(32767, round(sample * 32767))) for sample in query_audio(1.0, seed)))
+    if sys.byteorder != "little":
+        second.byteswap()
+    samples = round(seconds * SAMPLE_RATE)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(SAMPLE_RATE)
+        writer.writeframes((second.tobytes() * math.ceil(samples / SAMPLE_RATE))[: 2 * samples])
+    return out.getvalue()
 
 
 def binary_infer_request(audio: array) -> tuple[bytes, dict[str, str]]:

