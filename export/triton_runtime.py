@@ -130,12 +130,16 @@ def check_python_env(env: Path) -> None:
         raise UnusablePythonEnv(f"{env} is no virtual environment: the Python backend activates it with "
                                 f"{env / 'bin' / 'activate'}, which is missing: {hint}")
     # -I: what the stub sees (its sys.path ignores PYTHONPATH and the working folder).
-    probe = subprocess.run(
-        [str(env / "bin" / "python"), "-I", "-c",
-         "import importlib.util, sys; print(*(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))", *STUB_MODULES],
-        capture_output=True, text=True, timeout=120, check=False)
+    python = env / "bin" / "python"
+    try:
+        probe = subprocess.run(
+            [str(python), "-I", "-c",
+             "import importlib.util, sys; print(*(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))", *STUB_MODULES],
+            capture_output=True, text=True, timeout=120, check=False)
+    except OSError as error:
+        raise UnusablePythonEnv(f"{python} does not run ({error}): {hint}") from error
     if probe.returncode != 0:
-        raise UnusablePythonEnv(f"{env / 'bin' / 'python'} does not run: {probe.stderr.strip()}: {hint}")
+        raise UnusablePythonEnv(f"{python} does not run: {probe.stderr.strip()}: {hint}")
     if probe.stdout.split():
         raise UnusablePythonEnv(f"the Python environment {env} lacks {', '.join(probe.stdout.split())}, which the "
                                 f"repository's models import: {hint}")
