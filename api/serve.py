@@ -11,6 +11,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from api.config import DEFAULT_CONFIG, ApiConfig, load_api_config
 from api.keys import ENV_VAR, KeyStore, load_keys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-EMBEDDED_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+EMBEDDED_PORTS = "8000,8001,8002"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-host", default="127.0.0.1", help="default: %(default)s")
     parser.add_argument("--embedded", action="store_true", help="also run the embedded tritonserver (CPU) and search through it")
     parser.add_argument("--model-repository", type=Path, default=None, help="for --embedded (default: model_repository/)")
+    parser.add_argument("--triton-ports", default=EMBEDDED_PORTS, metavar="HTTP,GRPC,METRICS",
+                        help="ports of the embedded server, 0 = any free one (default: %(default)s)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -50,11 +53,16 @@ def main(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     if not args.embedded:
         return _serve(args, config, keys)
+    try:
+        http_port, grpc_port, metrics_port = (int(port) for port in args.triton_ports.split(","))
+    except ValueError:
+        print(f"error: --triton-ports takes three port numbers HTTP,GRPC,METRICS, not {args.triton_ports!r}", file=sys.stderr)
+        return 2
     from export.repo_configs import DEFAULT_REPOSITORY
     from export.triton_runtime import REPO_ROOT, EmbeddedTriton, TritonNotInstalled, TritonStartError
 
-    server = EmbeddedTriton(args.model_repository or DEFAULT_REPOSITORY, http_port=EMBEDDED_PORTS["http"],
-                            grpc_port=EMBEDDED_PORTS["grpc"], metrics_port=EMBEDDED_PORTS["metrics"],
+    server = EmbeddedTriton(args.model_repository or DEFAULT_REPOSITORY, http_port=http_port or None,
+                            grpc_port=grpc_port or None, metrics_port=metrics_port or None,
                             extra_args=["--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"],
                             log_path=REPO_ROOT / ".triton" / "logs" / "serve.log", startup_timeout_s=300.0)
     print(f"starting tritonserver on {server.model_repository} (log: {server.log_path}) ...", flush=True)
@@ -122,5 +130,12 @@ def _serve(args: argparse.Namespace, config: ApiConfig, keys: KeyStore | None) -
         http=head_deadline_protocol(config.limits.header_timeout_s), limit_concurrency=config.queue.max_connections,
         timeout_graceful_shutdown=int(config.limits.body_timeout_s) + 5,
     ))
-    server.run()
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again: as KeyboardInterrupt
+    # here, so an embedded tritonserver is stopped too and Ctrl-C or `docker stop` ends with status 0.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
     return 0 if server.started else 1

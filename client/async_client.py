@@ -17,6 +17,7 @@ from client.transport import (
     Hit,
     ProtocolName,
     grpc_channel_args,
+    grpc_tls,
     health_report,
     load_protocol,
     parse_hits,
@@ -48,8 +49,6 @@ class AsyncAudioSearchClient:
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}")
-        if root_certificates is not None and protocol != "grpc":
-            raise ValueError("TLS (root_certificates) is supported for gRPC only")
         self.url = url
         self.protocol = load_protocol(protocol, asynchronous=True)
         self.model = model
@@ -57,7 +56,7 @@ class AsyncAudioSearchClient:
         self.retries = retries
         self.max_concurrency = max_concurrency
         self.connections = connections
-        self.root_certificates = root_certificates
+        self._tls = grpc_tls(protocol, root_certificates)
         # Created on first use: the aio clients bind to the running event loop.
         self._clients: list[Any] = []
         self._turn = 0
@@ -66,8 +65,7 @@ class AsyncAudioSearchClient:
         module = self.protocol.module
         if self.protocol.name == "http":
             return module.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
-        return module.InferenceServerClient(self.url, ssl=self.root_certificates is not None, root_certificates=self.root_certificates,
-                                            channel_args=grpc_channel_args(module, own_connection=self.connections > 1))
+        return module.InferenceServerClient(self.url, **self._tls, channel_args=grpc_channel_args(module, own_connection=self.connections > 1))
 
     def _connection(self) -> Any:
         if not self._clients:

@@ -17,11 +17,13 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="audio_search", help="default: %(default)s")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default: %(default)s)")
     parser.add_argument("--retries", type=int, default=2, help="retries of transient failures (default: %(default)s)")
+    parser.add_argument("--root-cert", default=None, metavar="CA_FILE",
+                        help="gRPC over TLS, the server's certificate checked against this CA (the deployment's gRPC proxy)")
 
 
 def client_options(args: argparse.Namespace) -> dict[str, object]:
     return {"url": args.url or default_url(args.protocol), "protocol": args.protocol, "model": args.model,
-            "timeout_s": args.timeout, "retries": args.retries}
+            "timeout_s": args.timeout, "retries": args.retries, "root_certificates": args.root_cert}
 
 
 def run_reporting_errors(command: Callable[[], int]) -> int:

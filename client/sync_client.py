@@ -14,6 +14,7 @@ from client.retry import delay_s, should_retry
 from client.transport import (
     Hit,
     ProtocolName,
+    grpc_tls,
     health_report,
     load_protocol,
     parse_hits,
@@ -30,7 +31,8 @@ class AudioSearchClient:
     """One query = one ensemble request; ``search_batch`` sends up to ``max_concurrency`` at once.
 
     Transient failures (connection refused, reset, timed out) are retried ``retries`` times with
-    exponential backoff; invalid input and missing models are not.
+    exponential backoff; invalid input and missing models are not. ``root_certificates``: a CA file; gRPC then
+    uses TLS and checks the server's certificate against it (the deployment's gRPC proxy).
     """
 
     def __init__(
@@ -41,9 +43,11 @@ class AudioSearchClient:
         timeout_s: float = 30.0,
         retries: int = 2,
         max_concurrency: int = 8,
+        root_certificates: str | None = None,
     ) -> None:
         self.url = url
         self.protocol = load_protocol(protocol)
+        self._tls = grpc_tls(protocol, root_certificates)
         self.model = model
         self.timeout_s = timeout_s
         self.retries = retries
@@ -62,7 +66,7 @@ class AudioSearchClient:
             if self.protocol.name == "http":
                 client = module.InferenceServerClient(self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
             else:
-                client = module.InferenceServerClient(self.url)
+                client = module.InferenceServerClient(self.url, **self._tls)
             self._local.client = client
             with self._lock:
                 self._clients.append(client)

@@ -42,6 +42,15 @@ def load_protocol(name: str, asynchronous: bool = False) -> Protocol:
     return Protocol(name, module)  # type: ignore[arg-type]
 
 
+def grpc_tls(protocol: ProtocolName, root_certificates: str | None) -> dict[str, object]:
+    """tritonclient's gRPC arguments for TLS checked against the CA file ``root_certificates`` (None: plaintext)."""
+    if root_certificates is None:
+        return {}
+    if protocol != "grpc":
+        raise ValueError("TLS (a root certificate) is supported for gRPC only")
+    return {"ssl": True, "root_certificates": root_certificates}
+
+
 def grpc_channel_args(module: ModuleType, own_connection: bool = False) -> list[tuple[str, int]]:
     """tritonclient's own gRPC channel options, plus a reconnect backoff short enough to follow a server restart.
 

@@ -379,3 +379,17 @@ def test_the_grpc_proxy_passes_inference_and_health_only(node: Node, grpc_proxy:
             plaintext.is_server_live(client_timeout=5)
     with node.grpc() as direct:
         assert direct.is_model_ready("faiss_topk")
+
+
+def test_a_trusted_client_through_the_proxy_and_curl_through_the_api_find_the_same_tracks(
+        node: Node, grpc_proxy: str, compose_api: ApiServer, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(bench_audio_wav(5.0))
+    cli = subprocess.run([sys.executable, "-m", "client", "search", str(clip), "--top-k", "5", "--json", "--url", grpc_proxy,
+                          "--root-cert", str(node.secrets / "grpc_root_cert")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    curl = subprocess.run(["curl", "-sS", "-F", f"file=@{clip}", "-F", "top_k=5", "-H", f"X-API-Key: {compose_api.keys['bench']}",
+                           f"{compose_api.url}/v1/search"], capture_output=True, text=True, timeout=120)
+    assert curl.returncode == 0, curl.stderr
+    by_client, by_api = json.loads(cli.stdout), json.loads(curl.stdout)["matches"]
+    assert len(by_client) == 5 and [m["track_id"] for m in by_api] == [m["track_id"] for m in by_client]
