@@ -73,6 +73,9 @@ def main(args: argparse.Namespace) -> int:
     missing = [t for t in track_ids if t not in tracks]
     if missing:
         raise SystemExit(f"{len(missing)} tracks of the splits have no tokens under {data.tokens_root}, e.g. {missing[:5]}")
+    shallow = sorted(t for t in track_ids if tracks[t][0].n_quantizers < cfg.model.n_levels)
+    if shallow and cfg.catalog.tokenize == "whole":
+        raise SystemExit(f"{len(shallow)} token files under {data.tokens_root} have fewer than model.n_levels = {cfg.model.n_levels} RVQ levels, e.g. {shallow[:5]}")
     views_root = Path(data.views_root)
     todo = [t for t in track_ids if not views_path(views_root, t).exists()]
     # Babble is other training tracks' audio, never a val or test track's.
@@ -84,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     tasks = [(t, audio_by_track[t], cfg.views, cfg.seed) for t in todo]
     workers = min(args.workers, len(tasks))
     made = _encode_and_save(synthesized(tasks, babble_paths, workers), tracks, cfg, encode, audio_by_track, views_root, len(todo))
-    print(json.dumps({"tracks": len(track_ids), "written": len(todo), "views": made, "workers": workers, "device": str(device), **views_meta(cfg)}))
+    print(json.dumps({"tracks": len(track_ids), "written": len(todo), "views_written": made, "workers": workers, "device": str(device), **views_meta(cfg)}))
     return 0
 
 
