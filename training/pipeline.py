@@ -1,53 +1,72 @@
-"""The artifact chain from generated audio to a trained embedder, shared by `make quality` and `make demo`.
+"""The artifact chain from audio to a trained embedder, shared by `make quality` and `make demo`.
 
-Every step is skipped when its output exists, so a rerun costs only what changed.
+Audio is the real-music corpus (`python -m training corpus`: manifest.csv + audio/, splits from its
+``split`` column) plus generated tracks as distractors, or generated tracks alone where no corpus is
+installed. The tokenizer is the trained one in models/moss-small, or the tiny RANDOM-weight preset where
+that folder is missing. Every fallback is said on stdout and kept in ``DataSet.notes``. Artifacts that
+depend on the tokenizer live under a folder named after it (and its weights' digest), and every step
+is skipped when its output exists, so a rerun costs only what changed.
 """
 from __future__ import annotations
 
+import csv
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.cli import run_module
 from common.yaml_config import load_yaml, save_yaml
+from training.corpus.build import MANIFEST
+from training.corpus.config import CorpusConfig
+from training.moss.config import PRESETS
+from training.splits import SPLIT_NAMES, write_splits
 from training.train import TrainConfig
+
+TRAINED_TOKENIZER = Path("models/moss-small")
+CORPUS = Path(CorpusConfig.output_dir)
 
 
 @dataclass
 class PipelineConfig:
     work_dir: Path
-    tracks: int
+    tracks: int  # generated tracks: the whole data set without a corpus, distractors with one
     seconds: float
     views_per_track: int
     n_quantizers: int
     epochs: int | None
-    val_ratio: float
+    val_ratio: float  # of the generated tracks, when they are the data set
     test_ratio: float
     train_config: Path = Path("configs/train.yaml")
-    moss_config: str = "tiny"
+    moss_config: str = str(TRAINED_TOKENIZER)  # a preset or a weights folder; a missing folder falls back to tiny
     device: str = "auto"
     seed: int = 42
+    corpus: Path | None = CORPUS  # used when its manifest exists
+    checkpoint: Path | None = None  # an embedder trained elsewhere (e.g. on a GPU): no views, no training
 
 
-@dataclass(frozen=True)
-class PipelinePaths:
-    audio: Path
-    tokens: Path
+@dataclass
+class DataSet:
+    """What the chain produced: where everything is, and what was used in place of what was asked for."""
+
+    audio_roots: list[Path]
+    tokens_roots: list[Path]
     splits: Path
-    views: Path
-    checkpoints: Path
+    checkpoint: Path
+    moss_config: str
+    source: str  # "corpus" or "generated"
+    tag: str  # names the folder of everything made with this tokenizer and level count
+    corpus_tracks: int
+    generated_tracks: int
+    notes: list[str] = field(default_factory=list)
 
     @property
-    def best_checkpoint(self) -> Path:
-        return self.checkpoints / "best.pt"
+    def moss_args(self) -> list[str]:
+        return ["--moss-config", self.moss_config]
 
-
-def paths_of(work_dir: Path) -> PipelinePaths:
-    return PipelinePaths(*(work_dir / n for n in ("audio", "tokens", "splits", "views", "checkpoints")))
-
-
-def moss_args(cfg: PipelineConfig) -> list[str]:
-    return ["--moss-config", cfg.moss_config, "--device", cfg.device, "--n-quantizers", str(cfg.n_quantizers)]
+    def describe(self) -> dict:
+        return {"source": self.source, "tokenizer": self.moss_config, "corpus_tracks": self.corpus_tracks,
+                "generated_tracks": self.generated_tracks, "fallbacks": self.notes}
 
 
 def run_step(name: str, module: str, argv: list[str], timings: dict[str, float]) -> None:
@@ -58,22 +77,88 @@ def run_step(name: str, module: str, argv: list[str], timings: dict[str, float])
     timings[name] = round(time.perf_counter() - started, 1)
 
 
-def run_training_pipeline(cfg: PipelineConfig, timings: dict[str, float]) -> PipelinePaths:
-    paths = paths_of(cfg.work_dir)
-    moss = moss_args(cfg)
-    run_step("synth", "training.synth", ["--out", str(paths.audio), "--tracks", str(cfg.tracks), "--seconds", str(cfg.seconds), "--seed", str(cfg.seed)], timings)
-    run_step("tokenize", "training.tokenize", ["--input-root", str(paths.audio), "--output-root", str(paths.tokens), *moss], timings)
-    run_step("splits", "training.splits", ["--tokens-root", str(paths.tokens), "--output-root", str(paths.splits), "--val-ratio", str(cfg.val_ratio), "--test-ratio", str(cfg.test_ratio), "--seed", str(cfg.seed)], timings)
+def tokenizer_tag(moss_config: str) -> str:
+    """A folder name for artifacts made with this tokenizer: the preset, or the weights folder's name and digest."""
+    folder = Path(moss_config)
+    if not folder.is_dir():
+        return moss_config
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return f"{folder.name}-{digest.hexdigest()[:10]}"
+
+
+def corpus_splits(corpus: Path) -> dict[str, list[str]]:
+    """Track ids per split from the corpus manifest's ``split`` column."""
+    splits: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
+    with open(corpus / MANIFEST, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("split") not in splits:
+                raise SystemExit(f"{corpus / MANIFEST}: track {row.get('track_id')!r} has split {row.get('split')!r}, expected one of {SPLIT_NAMES}")
+            splits[row["split"]].append(row["track_id"])
+    return {name: sorted(ids) for name, ids in splits.items()}
+
+
+def resolve_tokenizer(spec: str) -> tuple[str, str | None]:
+    """``spec`` if it is a preset or a weights folder, else the tiny preset and a note saying so."""
+    if spec in PRESETS or (Path(spec) / "config.json").is_file():
+        return spec, None
+    return "tiny", f"tokenizer: {spec} has no trained weights (config.json missing); using the tiny RANDOM-weight preset, whose codes carry no audio content"
+
+
+def resolve_sources(cfg: PipelineConfig) -> tuple[str, Path | None, list[str]]:
+    """(tokenizer, corpus or None, notes on what fell back to what)."""
+    moss, note = resolve_tokenizer(cfg.moss_config)
+    notes = [note] if note else []
+    corpus = cfg.corpus if cfg.corpus is not None and (cfg.corpus / MANIFEST).is_file() else None
+    if cfg.corpus is not None and corpus is None:
+        notes.append(f"audio: no real-music corpus at {cfg.corpus} (python -m training corpus installs it); using {cfg.tracks} generated tracks")
+    for note in notes:
+        print(f"NOTE {note}", flush=True)
+    return moss, corpus, notes
+
+
+def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
+    moss, corpus, notes = resolve_sources(cfg)
+    moss_argv = ["--moss-config", moss, "--device", cfg.device, "--n-quantizers", str(cfg.n_quantizers)]
+    generated = cfg.work_dir / "audio"
+    base = cfg.work_dir / f"{tokenizer_tag(moss)}-q{cfg.n_quantizers}"
+    run_step("synth", "training.synth", ["--out", str(generated), "--tracks", str(cfg.tracks), "--seconds", str(cfg.seconds), "--seed", str(cfg.seed)], timings)
+    run_step("tokenize", "training.tokenize", ["--input-root", str(generated), "--output-root", str(base / "tokens" / "generated"), *moss_argv], timings)
+    audio_roots, tokens_roots = [generated], [base / "tokens" / "generated"]
+    source = "corpus" if corpus else "generated"
+    splits = base / f"splits-{source}"
+    if corpus is not None:
+        run_step("tokenize-corpus", "training.tokenize", ["--input-root", str(corpus / "audio"), "--output-root", str(base / "tokens" / "corpus"), *moss_argv], timings)
+        audio_roots.insert(0, corpus / "audio")
+        tokens_roots.insert(0, base / "tokens" / "corpus")
+        corpus_ids = corpus_splits(corpus)
+        write_splits(corpus_ids, splits, cfg.seed)
+        corpus_tracks = sum(len(ids) for ids in corpus_ids.values())
+    else:
+        run_step("splits", "training.splits", ["--tokens-root", str(tokens_roots[0]), "--output-root", str(splits), "--val-ratio", str(cfg.val_ratio),
+                                               "--test-ratio", str(cfg.test_ratio), "--seed", str(cfg.seed)], timings)
+        corpus_tracks = 0
+    checkpoint = cfg.checkpoint or train_embedder(cfg, audio_roots[0], tokens_roots[0], splits, base / f"views-{source}", base / f"checkpoints-{source}", moss, timings)
+    return DataSet(audio_roots, tokens_roots, splits, checkpoint, moss, source, base.name, corpus_tracks, cfg.tracks, notes)
+
+
+def train_embedder(cfg: PipelineConfig, moss: str, audio: Path, tokens: Path, splits: Path, work: Path, timings: dict[str, float]) -> Path:
+    """Views of the train and val tracks (training.views), then training (training.train), both from one
+    config written next to the checkpoints; each skipped where its output exists."""
+    checkpoints = work / "checkpoints"
     train_cfg = load_yaml(TrainConfig, cfg.train_config)
-    train_cfg.output_dir, train_cfg.seed, train_cfg.views.per_track = str(paths.checkpoints), cfg.seed, cfg.views_per_track
-    train_cfg.data.tokenizer, train_cfg.data.audio_root, train_cfg.data.tokens_root = cfg.moss_config, str(paths.audio), str(paths.tokens)
-    train_cfg.data.splits_root, train_cfg.data.views_root = str(paths.splits), str(paths.views)
+    train_cfg.output_dir, train_cfg.seed, train_cfg.views.per_track = str(checkpoints), cfg.seed, cfg.views_per_track
+    data = train_cfg.data
+    data.tokenizer, data.audio_root, data.tokens_root, data.splits_root, data.views_root = moss, str(audio), str(tokens), str(splits), str(work / "views")
     if cfg.epochs is not None:
         train_cfg.optim.epochs = cfg.epochs
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    config_path = paths.checkpoints / "train.yaml"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    config_path = checkpoints / "train.yaml"
     save_yaml(train_cfg, config_path)
     run_step("views", "training.views", ["--config", str(config_path), "--device", cfg.device], timings)
-    if not paths.best_checkpoint.exists():
+    if not (checkpoints / "best.pt").exists():
         run_step("train", "training.train", ["--config", str(config_path), "--device", cfg.device], timings)
-    return paths
+    return checkpoints / "best.pt"

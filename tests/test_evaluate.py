@@ -1,0 +1,163 @@
+"""The evaluation as a user meets search: random sample offsets, every condition x length, exact == FAISS,
+query windows embedded as the server does, and `make quality`'s fallbacks, on a small generated set."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.cli import run_module
+from export.windowing import WindowParams
+from training.audio_io import load_audio
+from training.conditions import BABBLE_SNR_DB, QUERY_CONDITIONS, babble_source, degrade_query
+from training.embedder import EmbedderConfig, TokenEmbedder
+from training.encode import HOP
+from training.evaluate import track_queries
+from training.moss.weights import build_encoder
+from training.retrieval import embed_queries, rank_tracks_exact, rank_tracks_faiss, torch_embed_fn
+from training.token_files import load_tracks
+
+TRACKS, SECONDS, LENGTHS = 10, 12.0, (1.0, 2.0, 5.0, 10.0)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 generated tracks, their tiny-tokenizer codes, a 6/2/2 split and a random-weight embedder."""
+    root = tmp_path_factory.mktemp("evaluate")
+    assert run_module("training.synth", ["--out", str(root / "audio"), "--tracks", str(TRACKS), "--seconds", str(SECONDS), "--seed", "4", "--workers", "1"]) == 0
+    assert run_module("training.tokenize", ["--input-root", str(root / "audio"), "--output-root", str(root / "tokens"), "--moss-config", "tiny",
+                                            "--n-quantizers", "8", "--device", "cpu"]) == 0
+    assert run_module("training.splits", ["--tokens-root", str(root / "tokens"), "--output-root", str(root / "splits"), "--val-ratio", "0.2", "--test-ratio", "0.2"]) == 0
+    torch.manual_seed(0)
+    model = TokenEmbedder(EmbedderConfig(d_model=32, embedding_dim=16, dropout=0.0))
+    torch.save({"model": model.state_dict(), "model_config": vars(model.cfg)}, root / "embedder.pt")
+    return root
+
+
+def test_evaluation_fills_every_condition_and_length_and_faiss_agrees(generated: Path, tmp_path: Path) -> None:
+    report = tmp_path / "quality.json"
+    assert run_module("training.evaluate", [
+        "--checkpoint", str(generated / "embedder.pt"), "--output-json", str(report), "--use-faiss", "--tokens-root", str(generated / "tokens"),
+        "--splits-root", str(generated / "splits"), "--audio-root", str(generated / "audio"), "--n-quantizers", "8", "--device", "cpu",
+    ]) == 0
+    result = json.loads(report.read_text())
+    for key in ("recall@1", "recall@10", "recall@100", "mrr", "queries", "catalog_tracks", "catalog_segments", "faiss_top1_agreement",
+                "faiss_ranks_equal", "by_condition", "by_length", "by_condition_length", "split", "protocol", "query_alignment", "checkpoint", "moss", "seed"):
+        assert key in result, key
+    assert result["query_alignment"] == "sample" and result["query_tracks"] == 2
+    assert result["catalog_tracks"] == TRACKS  # every split is in the catalog, not only the queried one
+    assert result["queries"] == 2 * len(QUERY_CONDITIONS) * len(LENGTHS)
+    table = result["by_condition_length"]
+    assert list(table) == list(QUERY_CONDITIONS)
+    for condition, per_length in table.items():
+        assert list(per_length) == [str(s) for s in LENGTHS], condition
+        for metrics in per_length.values():
+            assert metrics["queries"] == 2
+            assert all(0.0 <= metrics[k] <= 1.0 for k in ("recall@1", "recall@10", "mrr"))
+            assert metrics["recall@1"] <= metrics["recall@10"] <= metrics["recall@100"]
+    assert result["faiss_ranks_equal"] is True and result["faiss_rank_agreement"] == 1.0 and result["faiss_top1_agreement"] == 1.0
+    assert 0.0 <= result["query_offset_seconds"]["min"] <= result["query_offset_seconds"]["max"] <= SECONDS - 1.0
+    assert result["catalog"]["rows_per_minute"] * SECONDS / 60 == pytest.approx(result["catalog_segments"] / TRACKS, rel=1e-3)
+    assert report.with_suffix(".png").stat().st_size > 0
+
+
+def test_query_offsets_are_arbitrary_and_seeded(generated: Path) -> None:
+    track_id = sorted(p.stem for p in (generated / "audio").glob("*.wav"))[0]
+    audio = load_audio(generated / "audio" / f"{track_id}.wav")
+    chunks = load_tracks(generated / "tokens", [track_id])[track_id]
+
+    def offsets(seed: int, conditions: list[str]) -> list:
+        return track_queries(0, track_id, audio, chunks, [2.0], conditions, 20, seed, "same_file_aug", None)
+
+    first, again, other = offsets(7, ["clean"]), offsets(7, ["clean"]), offsets(8, ["clean"])
+    assert [q.offset for q in first] == [q.offset for q in again]
+    assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(first, again))
+    assert [q.offset for q in first] != [q.offset for q in other]
+    assert any(q.offset % HOP for q in first)  # not on the tokenizer's frame grid
+    assert len({q.offset for q in first}) > 15
+    for query in first:
+        assert 0 <= query.offset <= audio.size - 2 * 24000
+        assert np.array_equal(query.waveform, audio[query.offset : query.offset + 2 * 24000])  # clean = the excerpt itself
+
+
+def test_every_condition_keeps_length_and_babble_is_at_its_snr(generated: Path) -> None:
+    paths = sorted((generated / "audio").glob("*.wav"))
+    x = 0.1 * load_audio(paths[0])[: 3 * 24000]  # quiet: no peak rescaling, so the mix can be read back
+    babble = babble_source(paths[1:])
+    for condition in QUERY_CONDITIONS:
+        y = degrade_query(x, condition, np.random.default_rng(1), babble)
+        assert y.dtype == np.float32 and y.shape == x.shape and np.isfinite(y).all() and np.abs(y).max() <= 1.0, condition
+    y = degrade_query(x, "babble5", np.random.default_rng(2), babble)
+    snr = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((y.astype(np.float64) - x) ** 2))
+    assert snr == pytest.approx(BABBLE_SNR_DB, abs=0.5)
+    with pytest.raises(ValueError, match="babble"):
+        degrade_query(x, "babble5", np.random.default_rng(2))
+    with pytest.raises(ValueError, match="not queried"):
+        babble_source(paths[:2])
+
+
+def test_query_embedding_follows_the_served_windowing() -> None:
+    """A 23-s query is 4 served windows; each is embedded alone and the query's score is their best."""
+    encoder = build_encoder("tiny")
+    torch.manual_seed(1)
+    embedder = TokenEmbedder(EmbedderConfig(d_model=32, embedding_dim=16, dropout=0.0)).eval()
+    embed = torch_embed_fn(embedder)
+    rng = np.random.default_rng(0)
+    long, short = [(0.2 * rng.standard_normal(n)).astype(np.float32) for n in (23 * 24000 + 17, 3 * 24000 + 5)]
+    rows, owner = embed_queries(encoder, embed, [short, long], 8, WindowParams(), batch_size=3)
+    assert owner.tolist() == [0, 1, 1, 1, 1]
+    alone, _ = embed_queries(encoder, embed, [long[5 * 24000 : 15 * 24000]], 8)
+    np.testing.assert_allclose(rows[2], alone[0], atol=1e-5)  # the second window, tokenized alone
+    segments = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((12, 16)).astype(np.float32)), dim=1).numpy()
+    segment_track = np.repeat(np.arange(4), 3)
+    order, scores = rank_tracks_exact(rows, segments, segment_track, 4, row_query=owner)
+    best = [(rows[owner == q] @ segments.T).reshape(-1, 4, 3).max(axis=(0, 2)) for q in (0, 1)]
+    for q in (0, 1):
+        assert order[q].tolist() == np.argsort(-best[q], kind="stable").tolist()
+        np.testing.assert_allclose(scores[q], np.sort(best[q])[::-1], atol=1e-6)
+    faiss_order, _ = rank_tracks_faiss(rows, segments, segment_track, 4, row_query=owner)
+    assert np.array_equal(order, faiss_order)
+
+
+def _fake_corpus(generated: Path, root: Path) -> Path:
+    """The generated tracks dressed as a real-music corpus: manifest.csv with splits, audio/<track_id>.wav."""
+    corpus = root / "corpus"
+    (corpus / "audio").mkdir(parents=True)
+    rows = []
+    for i, path in enumerate(sorted((generated / "audio").glob("*.wav"))[:8]):
+        track_id = f"real_{i:03d}"
+        shutil.copy(path, corpus / "audio" / f"{track_id}.wav")
+        rows.append({"track_id": track_id, "package": "test", "source_path": str(path), "duration_s": SECONDS, "licence": "test",
+                     "split": ("train", "train", "train", "train", "val", "val", "test", "test")[i]})
+    with open(corpus / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return corpus
+
+
+@pytest.mark.parametrize("with_corpus", [False, True])
+def test_quality_says_what_it_fell_back_to(generated: Path, tmp_path: Path, with_corpus: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = _fake_corpus(generated, tmp_path) if with_corpus else tmp_path / "no-corpus"
+    report = tmp_path / "reports" / "quality.json"
+    assert run_module("training.quality", [
+        "--work-dir", str(tmp_path / "work"), "--report", str(report), "--plot", str(tmp_path / "reports" / "recall.png"), "--corpus", str(corpus),
+        "--moss-config", str(tmp_path / "no-weights"), "--checkpoint", str(generated / "embedder.pt"), "--tracks", "6", "--seconds", "8",
+        "--device", "cpu", "--eval-seed", "3",
+    ]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(report.read_text())
+    assert result["data"]["tokenizer"] == "tiny" and result["moss"] == "tiny"
+    assert any("no trained weights" in note for note in result["data"]["fallbacks"]) and "NOTE tokenizer" in out
+    assert (tmp_path / "reports" / "recall.png").stat().st_size > 0
+    if with_corpus:
+        assert result["data"]["source"] == "corpus" and not any("corpus" in note for note in result["data"]["fallbacks"])
+        assert result["catalog_tracks"] == 8 + 6 and result["query_tracks"] == 2  # real music + distractors; corpus test tracks only
+    else:
+        assert result["data"]["source"] == "generated" and "NOTE audio: no real-music corpus" in out
+        assert result["catalog_tracks"] == 6
