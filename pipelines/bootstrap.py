@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
         run_step(ctx, step)
     moss_onnx = Path(ctx.settings.work_root) / "moss_encoder.onnx"
     if not moss_onnx.is_file():
-        run_cli("export.moss_onnx", ["--moss-config", ctx.settings.moss_config, "--output", str(moss_onnx),
+        run_cli("export.moss_onnx", ["--moss-config", ctx.settings.tokenizer(), "--output", str(moss_onnx),
                                   "--n-quantizers", str(ctx.settings.n_quantizers)])
     lay_out_repository(repository.parent, moss_onnx=moss_onnx, embedder_onnx=ctx.embedder_onnx, catalog_dir=ctx.index_dir)
     mark_published(connect(ctx.settings.metrics_db), ctx.run_id, 1)

@@ -5,9 +5,9 @@ explicit model control and a restricted repository API -> new audio arrives -> D
 published embedder and publishes a bigger catalog -> DAG run 2 is fed a collapsed embedder and the
 quality gate blocks it -> the run-metrics report (tables with run-over-run deltas, a PNG).
 
-Why a collapsed embedder and not a briefly trained one: with the tiny RANDOM-weight tokenizer the
-evaluation cannot tell training epochs apart (identical opening codes map to identical embeddings for
-any embedder; README, "Quality"), so the worse checkpoint has to be worse in a way it can see.
+Why a collapsed embedder and not a briefly trained one: a collapse (every input maps to one point) is a
+failure the gate must stop whatever the tokenizer, while how much worse a briefly trained embedder is
+depends on how much the tokenizer's codes carry (nothing, with the tiny RANDOM-weight fallback).
 """
 from __future__ import annotations
 

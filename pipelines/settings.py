@@ -19,8 +19,7 @@ class SplitSettings:
 class EvaluateSettings:
     split: str = "test"
     protocol: str = "same_file_aug"
-    # The tiny random-weight tokenizer reproduces codes only at a track's start (README, "Quality").
-    query_alignment: str = "start"
+    # Excerpts at random sample offsets of the split's tracks, against a catalog of every track (training.evaluate).
     query_seconds: list[float] = field(default_factory=lambda: [5.0, 10.0])
     conditions: list[str] = field(default_factory=lambda: ["clean", "snr20"])
     max_tracks: int | None = None
@@ -62,7 +61,7 @@ class PipelineSettings:
     work_root: str = "artifacts/pipeline"
     audio_root: str = "artifacts/pipeline/incoming"
     metrics_db: str = "sqlite:///artifacts/pipeline/metrics.sqlite"
-    moss_config: str = "tiny"
+    moss_config: str = "models/moss-small"  # a weights folder or a preset; a missing folder falls back to tiny
     n_quantizers: int = 8
     device: str = "auto"
     train_config: str = "configs/train.yaml"
@@ -86,8 +85,17 @@ class PipelineSettings:
     def run_dir(self, run_id: str) -> Path:
         return Path(self.work_root) / "runs" / run_id
 
+    def tokenizer(self) -> str:
+        """``moss_config``, or the tiny preset (said on stdout) where that weights folder is missing."""
+        from training.pipeline import resolve_tokenizer  # loads torch: only the steps that tokenize need it
+
+        moss, note = resolve_tokenizer(self.moss_config)
+        if note:
+            print(f"NOTE {note}", flush=True)
+        return moss
+
     def moss_argv(self) -> list[str]:
-        return ["--moss-config", self.moss_config, "--n-quantizers", str(self.n_quantizers), "--device", self.device]
+        return ["--moss-config", self.tokenizer(), "--n-quantizers", str(self.n_quantizers), "--device", self.device]
 
 
 def load_settings(path: str | Path) -> PipelineSettings:

@@ -32,8 +32,10 @@ def _target(ctx: RunContext) -> MetricsTarget:
 
 
 def _evaluation_scope(ctx: RunContext) -> dict[str, str]:
+    from training.evaluate import QUERY_ALIGNMENT
+
     e = ctx.settings.evaluate
-    return {"split": e.split, "protocol": e.protocol, "query_alignment": e.query_alignment}
+    return {"split": e.split, "protocol": e.protocol, "query_alignment": QUERY_ALIGNMENT}
 
 
 def last_published(ctx: RunContext) -> tuple[str, float, int] | None:
@@ -79,7 +81,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     cfg = load_yaml(TrainConfig, s.train_config)
     cfg.output_dir, cfg.data.views_root = str(ctx.checkpoint.parent), str(s.views_root)
     cfg.data.splits_root, cfg.data.tokens_root = str(ctx.splits_dir), str(s.tokens_root)
-    cfg.data.tokenizer, cfg.data.audio_root = s.moss_config, s.audio_root
+    cfg.data.tokenizer, cfg.data.audio_root = s.tokenizer(), s.audio_root
     cfg.views.per_track, cfg.seed = s.views_per_track, s.splits.seed
     epochs = p.epochs or s.epochs
     if epochs is not None:
@@ -97,7 +99,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     run_cli("training.evaluate", [
         "--checkpoint", str(ctx.checkpoint), "--split", e.split, "--output-json", str(report),
         "--tokens-root", str(s.tokens_root), "--splits-root", str(ctx.splits_dir), "--audio-root", s.audio_root,
-        "--protocol", e.protocol, "--query-alignment", e.query_alignment, "--query-seconds", *map(str, e.query_seconds),
+        "--protocol", e.protocol, "--query-seconds", *map(str, e.query_seconds),
         "--conditions", *e.conditions, "--seed", str(e.seed), *(["--max-tracks", str(e.max_tracks)] if e.max_tracks else []),
         *s.moss_argv(), "--db", s.metrics_db, "--run-id", ctx.run_id,
     ])
