@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     for step in STEPS:
         run_step(ctx, step)
-    moss_onnx = Path(ctx.settings.work_root) / "moss_encoder.onnx"
+    moss_onnx = Path(ctx.settings.work_root) / f"moss_encoder-{ctx.settings.tokenizer_tag}.onnx"
     if not moss_onnx.is_file():
         run_cli("export.moss_onnx", ["--moss-config", ctx.settings.tokenizer(), "--output", str(moss_onnx),
                                   "--n-quantizers", str(ctx.settings.n_quantizers)])

@@ -2,6 +2,7 @@
 quality gate, the server to publish to. Relative paths are relative to the repository root."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,24 +76,36 @@ class PipelineSettings:
 
     @property
     def tokens_root(self) -> Path:
-        """Shared by every run: tokenizing is incremental (only new audio is encoded)."""
-        return Path(self.work_root) / "tokens"
+        """Shared by every run: tokenizing is incremental (only new audio is encoded). One folder per
+        tokenizer (its weights' digest), so codes of another tokenizer are never mixed in."""
+        return Path(self.work_root) / "tokens" / self.tokenizer_tag
 
     @property
     def views_root(self) -> Path:
-        return Path(self.work_root) / "views"
+        return Path(self.work_root) / "views" / self.tokenizer_tag
 
     def run_dir(self, run_id: str) -> Path:
         return Path(self.work_root) / "runs" / run_id
 
-    def tokenizer(self) -> str:
-        """``moss_config``, or the tiny preset (said on stdout) where that weights folder is missing."""
+    @functools.cached_property
+    def _resolved_tokenizer(self) -> str:
         from training.pipeline import resolve_tokenizer  # loads torch: only the steps that tokenize need it
 
         moss, note = resolve_tokenizer(self.moss_config)
         if note:
             print(f"NOTE {note}", flush=True)
         return moss
+
+    @functools.cached_property
+    def tokenizer_tag(self) -> str:
+        """Names what depends on the tokenizer: the preset, or the weights folder and its digest."""
+        from training.pipeline import tokenizer_tag
+
+        return tokenizer_tag(self._resolved_tokenizer)
+
+    def tokenizer(self) -> str:
+        """``moss_config``, or the tiny preset (said on stdout once) where that weights folder is missing."""
+        return self._resolved_tokenizer
 
     def moss_argv(self) -> list[str]:
         return ["--moss-config", self.tokenizer(), "--n-quantizers", str(self.n_quantizers), "--device", self.device]
