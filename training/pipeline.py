@@ -9,7 +9,6 @@ is skipped when its output exists, so a rerun costs only what changed.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -20,10 +19,12 @@ from common.yaml_config import load_yaml, save_yaml
 from training.corpus.build import MANIFEST
 from training.corpus.config import CorpusConfig
 from training.moss.config import PRESETS
-from training.splits import SPLIT_NAMES, write_splits
+from training.splits import manifest_splits, write_splits
 from training.train import TrainConfig
 
 TRAINED_TOKENIZER = Path("models/moss-small")
+# The training config per audio source: real music with the trained tokenizer, or generated tracks.
+TRAIN_CONFIGS = {"corpus": Path("configs/train_music.yaml"), "generated": Path("configs/train.yaml")}
 CORPUS = Path(CorpusConfig.output_dir)
 
 
@@ -32,12 +33,12 @@ class PipelineConfig:
     work_dir: Path
     tracks: int  # generated tracks: the whole data set without a corpus, distractors with one
     seconds: float
-    views_per_track: int
+    views_per_track: int | None  # None: the training config's views.per_track
     n_quantizers: int
     epochs: int | None
     val_ratio: float  # of the generated tracks, when they are the data set
     test_ratio: float
-    train_config: Path = Path("configs/train.yaml")
+    train_config: Path | None = None  # None: TRAIN_CONFIGS of the audio source
     moss_config: str = str(TRAINED_TOKENIZER)  # a preset or a weights folder; a missing folder falls back to tiny
     device: str = "auto"
     seed: int = 42
@@ -90,17 +91,6 @@ def tokenizer_tag(moss_config: str) -> str:
     return f"{folder.name}-{digest.hexdigest()[:10]}"
 
 
-def corpus_splits(corpus: Path) -> dict[str, list[str]]:
-    """Track ids per split from the corpus manifest's ``split`` column."""
-    splits: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
-    with open(corpus / MANIFEST, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("split") not in splits:
-                raise SystemExit(f"{corpus / MANIFEST}: track {row.get('track_id')!r} has split {row.get('split')!r}, expected one of {SPLIT_NAMES}")
-            splits[row["split"]].append(row["track_id"])
-    return {name: sorted(ids) for name, ids in splits.items()}
-
-
 def resolve_tokenizer(spec: str) -> tuple[str, str | None]:
     """``spec`` if it is a preset or a weights folder, else the tiny preset and a note saying so."""
     if spec in PRESETS or (Path(spec) / "config.json").is_file():
@@ -134,7 +124,10 @@ def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
         run_step("tokenize-corpus", "training.tokenize", ["--input-root", str(corpus / "audio"), "--output-root", str(base / "tokens" / "corpus"), *moss_argv], timings)
         audio_roots.insert(0, corpus / "audio")
         tokens_roots.insert(0, base / "tokens" / "corpus")
-        corpus_ids = corpus_splits(corpus)
+        try:
+            corpus_ids = manifest_splits(corpus / MANIFEST)
+        except ValueError as error:
+            raise SystemExit(str(error)) from error
         write_splits(corpus_ids, splits, cfg.seed)
         corpus_tracks = sum(len(ids) for ids in corpus_ids.values())
     else:
@@ -145,12 +138,14 @@ def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
     return DataSet(audio_roots, tokens_roots, splits, checkpoint, moss, source, base.name, corpus_tracks, cfg.tracks, notes)
 
 
-def train_embedder(cfg: PipelineConfig, moss: str, audio: Path, tokens: Path, splits: Path, work: Path, timings: dict[str, float]) -> Path:
+def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tokens: Path, splits: Path, work: Path, timings: dict[str, float]) -> Path:
     """Views of the train and val tracks (training.views), then training (training.train), both from one
     config written next to the checkpoints; each skipped where its output exists."""
     checkpoints = work / "checkpoints"
-    train_cfg = load_yaml(TrainConfig, cfg.train_config)
-    train_cfg.output_dir, train_cfg.seed, train_cfg.views.per_track = str(checkpoints), cfg.seed, cfg.views_per_track
+    train_cfg = load_yaml(TrainConfig, cfg.train_config or TRAIN_CONFIGS[source])
+    train_cfg.output_dir, train_cfg.seed = str(checkpoints), cfg.seed
+    if cfg.views_per_track is not None:
+        train_cfg.views.per_track = cfg.views_per_track
     data = train_cfg.data
     data.tokenizer, data.audio_root, data.tokens_root, data.splits_root, data.views_root = moss, str(audio), str(tokens), str(splits), str(work / "views")
     if cfg.epochs is not None:

@@ -26,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="evaluate this embedder checkpoint instead of training one")
     parser.add_argument("--tracks", type=int, default=1000, help="generated tracks: distractors with the corpus, the whole data set without it")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each generated track")
-    parser.add_argument("--views-per-track", type=int, default=6)
+    parser.add_argument("--views-per-track", type=int, default=None, help="override the training config's views.per_track")
     parser.add_argument("--n-quantizers", type=int, default=8, help="RVQ levels tokenized; the embedder reads the first n_levels (8)")
-    parser.add_argument("--train-config", type=Path, default=Path("configs/train.yaml"))
+    parser.add_argument("--train-config", type=Path, default=None, help="default: configs/train_music.yaml with the corpus, configs/train.yaml without")
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     parser.add_argument("--queries-per-track", type=int, default=1, help="excerpts per test track, condition and length (scale up for tighter numbers)")
     parser.add_argument("--max-query-tracks", type=int, default=60,
