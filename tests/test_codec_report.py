@@ -114,9 +114,11 @@ def test_held_out_tracks_come_from_the_split_and_skip_unreadable_files(tmp_path:
     assert load_held_out(tmp_path, "test", 1, 2.0, seed=1).track_ids == load_held_out(tmp_path, "test", 1, 2.0, seed=1).track_ids
     with pytest.raises(ValueError, match="no tracks in split 'val'"):
         load_held_out(tmp_path, "val", 2, 2.0, seed=1)
+    with pytest.raises(ValueError, match="expected one of"):
+        load_held_out(tmp_path, "tset", 2, 2.0, seed=1)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.csv").write_text("id,part\nx,test\n")
-    with pytest.raises(ValueError, match="no column split, track_id"):
+    with pytest.raises(ValueError, match="has split None"):
         load_held_out(tmp_path / "bad", "test", 2, 2.0, seed=1)
     generated = load_held_out(tmp_path / "nowhere", "test", 2, 2.0, seed=1)
     assert generated.source == "generated" and "GENERATED" in generated.note and len(generated.clips) == 2

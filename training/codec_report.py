@@ -12,7 +12,6 @@ two PNGs beside it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +33,13 @@ from training.code_stability import (
 )
 from training.codec.health import CodeUsage, entropy_bits
 from training.codec.losses import log_mel_distance, si_sdr
+from training.conditions import OGG_QUALITY
 from training.encode import HOP, encode_clips
 from training.moss.codec import MossCodec
 from training.moss.config import MossSource, resolve_moss
 from training.moss.weights import CheckpointMismatchError, build_codec, build_encoder
 from training.reencode import ogg_roundtrip
+from training.splits import SPLIT_NAMES, manifest_splits
 from training.synth import synthesize_track
 from training.tokenize import add_moss_arguments, moss_spec
 from training.train import resolve_device
@@ -46,7 +47,6 @@ from training.train import resolve_device
 BASELINE = "tiny"  # the random-weight encoder every report is set beside
 SHIFTS = (1, 15, 480, 960)
 PINK_SNR_DB = (20, 10, 0)
-OGG_QUALITY = 0.0  # about 30 kb/s for 24 kHz mono, the lowest libsndfile writes
 FEW_LEVELS = 8
 STABLE_FROM_S = 2.0  # excerpt frames this far from the start are summarised on their own
 SPECTROGRAM_CLIPS = 3
@@ -166,34 +166,31 @@ def load_held_out(corpus: Path, split: str, tracks: int, seconds: float, seed: i
         clips = [synthesize_track(i, samples / SAMPLE_RATE, seed)[:samples] for i in tqdm(range(tracks), desc="generate", unit="track")]
         note = f"no corpus manifest at {manifest}: GENERATED audio (training.synth, seed {seed}), not real music"
         return HeldOut(clips, [f"generated_{i:05d}" for i in range(tracks)], "generated", note)
-    with open(manifest, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"track_id", "split"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{manifest}: no column {', '.join(sorted(missing))}")
-        rows = sorted((r for r in reader if r["split"] == split), key=lambda r: r["track_id"])
-    if not rows:
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"--split {split!r}: expected one of {SPLIT_NAMES}")
+    track_ids = manifest_splits(manifest)[split]
+    if not track_ids:
         raise ValueError(f"{manifest}: no tracks in split {split!r}")
     held_out = HeldOut([], [], "corpus", f"held-out real music: split {split!r} of {manifest}, the middle of each track")
-    order = np.random.default_rng(seed).permutation(len(rows))
-    with tqdm(total=min(tracks, len(rows)), desc="load", unit="track") as progress:
+    order = np.random.default_rng(seed).permutation(len(track_ids))
+    with tqdm(total=min(tracks, len(track_ids)), desc="load", unit="track") as progress:
         for index in order:
             if len(held_out.clips) == tracks:
                 break
-            row = rows[int(index)]
+            track_id = track_ids[int(index)]
             try:
-                audio = load_audio(corpus / "audio" / f"{row['track_id']}.wav")
+                audio = load_audio(corpus / "audio" / f"{track_id}.wav")
             except AudioError as error:
                 tqdm.write(f"warning: skipping {error}")
-                held_out.skipped.append({"track_id": row["track_id"], "error": str(error)})
+                held_out.skipped.append({"track_id": track_id, "error": str(error)})
                 continue
             length = min(samples, audio.size // HOP * HOP)
             if length < HOP:
-                held_out.skipped.append({"track_id": row["track_id"], "error": "shorter than one frame"})
+                held_out.skipped.append({"track_id": track_id, "error": "shorter than one frame"})
                 continue
             start = (audio.size - length) // 2
             held_out.clips.append(audio[start : start + length])
-            held_out.track_ids.append(row["track_id"])
+            held_out.track_ids.append(track_id)
             progress.update()
     if not held_out.clips:
         raise ValueError(f"{manifest}: none of the split {split!r} tracks could be read")
