@@ -8,6 +8,7 @@ to the limits of create_app's scope.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ HEALTH_TIMEOUT_S = 3.0
 # The page loads nothing from elsewhere; the microphone recording is played back from a blob: URL.
 PAGE_POLICY = "default-src 'self'; media-src 'self' blob:; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 STATIC = resources.files("api") / "static"
+log = logging.getLogger("api.search")
 
 
 class Match(BaseModel):
@@ -63,7 +65,7 @@ ERRORS = {status: {"model": Problem, "description": text} for status, text in {
     400: "empty, truncated or corrupt file", 401: "missing or unknown API key", 408: "the upload arrived too slowly",
     411: "no Content-Length", 413: "upload larger than the limit", 415: "not multipart/form-data, or not an accepted audio format",
     422: "recording too short or too long, or invalid top_k", 429: "rate limit of the key reached (see Retry-After)",
-    503: "busy, or the search backend is unavailable (see Retry-After)"}.items()}
+    502: "the search backend failed", 503: "busy, or the search backend is unavailable (see Retry-After)"}.items()}
 
 
 def create_app(config: ApiConfig, keys: KeyStore | None, search: AsyncAudioSearchClient) -> tuple[FastAPI, ApiMetrics]:
@@ -115,6 +117,7 @@ def create_app(config: ApiConfig, keys: KeyStore | None, search: AsyncAudioSearc
         except AudioRefused as refusal:
             raise Refusal(refusal.status, refusal.reason, str(refusal)) from refusal
         metrics.query_seconds.observe(query.seconds)
+        log.debug("decoded %s: %d Hz, %d channels, %.2f s", query.format, query.source_rate, query.channels, query.seconds)
         asked = time.perf_counter()
         try:
             hits = await search.search(query.samples, top_k=top_k)

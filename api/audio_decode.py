@@ -177,7 +177,7 @@ def _decode_av(data: bytes, fmt: Format, limits: Limits) -> tuple[np.ndarray, in
         cap = _check_stream(rate, channels, limits)
         blocks, total = [], 0
         for planes in _float_planes(container, stream):
-            if planes.shape[0] != channels and not 0 < planes.shape[0] <= limits.max_channels:
+            if planes.shape[0] > limits.max_channels:  # the layout may change within a stream
                 raise AudioRefused(422, "bad_audio", f"{planes.shape[0]} channels; at most {limits.max_channels} are accepted")
             blocks.append(_downmix(planes))
             total += planes.shape[1]
