@@ -161,3 +161,23 @@ def test_quality_says_what_it_fell_back_to(generated: Path, tmp_path: Path, with
     else:
         assert result["data"]["source"] == "generated" and "NOTE audio: no real-music corpus" in out
         assert result["catalog_tracks"] == 6
+
+
+def test_layout_sweep_reports_recall_size_and_build_time_per_layout(generated: Path, tmp_path: Path) -> None:
+    report = tmp_path / "layout.json"
+    assert run_module("training.layout", [
+        "--checkpoint", str(generated / "embedder.pt"), "--audio-root", str(generated / "audio"), "--splits-root", str(generated / "splits"),
+        "--layouts", "whole:10:5", "alone:5:2.5", "--conditions", "clean", "snr10", "--other-tracks", "3", "--output-json", str(report),
+        "--moss-config", "tiny", "--n-quantizers", "8", "--device", "cpu",
+    ]) == 0
+    result = json.loads(report.read_text())
+    assert result["catalog_tracks"] == 2 + 3 and result["queries"] == 2 * 2 and result["embedding_dim"] == 16
+    whole, alone = result["layouts"]
+    assert (whole["tokenize"], whole["window_s"], whole["hop_s"], alone["tokenize"]) == ("whole", 10.0, 5.0, "alone")
+    # 12-s tracks: 10-s windows every 5 s (the last one aligned to the end) = 2 rows; 5-s windows every 2.5 s = 4.
+    assert (whole["rows_per_track"], alone["rows_per_track"]) == (2.0, 4.0)
+    for row in (whole, alone):
+        assert set(row["recall@1"]) == {"clean", "snr10"} and all(0.0 <= r <= 1.0 for r in row["recall@1"].values())
+        assert row["bytes_per_minute"] == pytest.approx(row["rows_per_minute"] * 16 * 4, rel=1e-3)
+        assert row["within_budget"] is (row["bytes_per_minute"] <= 16 * 1024) and row["build_seconds_per_minute"] > 0
+    assert report.with_suffix(".png").stat().st_size > 0
