@@ -102,7 +102,7 @@ def _part(codes: np.ndarray, lengths: np.ndarray, index: int) -> np.ndarray:
 
 def holding_windows(starts: np.ndarray, sizes: np.ndarray, offset: int, samples: int) -> np.ndarray:
     """Windows (first sample ``starts``, ``sizes`` samples) that hold all of [offset, offset + samples);
-    for an excerpt longer than any window holds, those that hold the most of it."""
+    for an excerpt no window holds, those that hold the most of it."""
     overlap = np.minimum(starts + sizes, offset + samples) - np.maximum(starts, offset)
     return np.flatnonzero(overlap == overlap.max())
 
