@@ -78,6 +78,16 @@ def track_queries(track: int, track_id: str, audio: np.ndarray, chunks: list[Tok
     return queries
 
 
+def check_inputs(checkpoint: Path, split_file: Path, audio_roots: list[Path]) -> None:
+    """One line instead of a traceback for the inputs a user names wrongly."""
+    for path, what in ((checkpoint, "--checkpoint"), (split_file, "the split file")):
+        if not path.is_file():
+            raise SystemExit(f"{what} {path} does not exist")
+    for root in audio_roots:
+        if not root.exists():
+            raise SystemExit(f"--audio-root {root} does not exist")
+
+
 def sample_tracks(track_ids: list[str], limit: int | None, seed: int) -> list[str]:
     """At most ``limit`` of ``track_ids``, a seeded sample (sorted ids often group a source or an album together)."""
     if limit is None or limit >= len(track_ids):
@@ -219,15 +229,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.queries_per_track < 1:
         raise SystemExit("--queries-per-track must be at least 1")
+    split_file = args.splits_root / f"{args.split}.txt"
+    check_inputs(args.checkpoint, split_file, args.audio_root)
     device = resolve_device(args.device)
     trained = trained_layout(args.checkpoint)
-    layout = CatalogConfig(args.catalog_tokenize or trained.tokenize, args.window_seconds or trained.window_s, args.hop_seconds or trained.hop_s)
+    try:
+        layout = CatalogConfig(args.catalog_tokenize or trained.tokenize, args.window_seconds or trained.window_s, args.hop_seconds or trained.hop_s)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
     tracks: dict[str, list[TokenFile]] = {}
     for root in args.tokens_root:
         tracks.update(load_tracks(root))
     if not tracks:
         raise SystemExit(f"no token files under {', '.join(map(str, args.tokens_root))}")
-    query_ids = sample_tracks(read_split(args.splits_root / f"{args.split}.txt"), args.max_tracks, args.seed)
+    query_ids = sample_tracks(read_split(split_file), args.max_tracks, args.seed)
     absent = sorted(set(query_ids) - set(tracks))
     if absent:
         raise SystemExit(f"{len(absent)} tracks of split {args.split!r} have no tokens under {', '.join(map(str, args.tokens_root))}, e.g. {absent[:5]}")

@@ -22,7 +22,7 @@ from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
 from training.conditions import QUERY_CONDITIONS
 from training.dataset import CATALOG_TOKENIZE, CatalogConfig, build_catalog
 from training.encode import batched, clip_encoder
-from training.evaluate import babble_pool, embed_query_stream, grouped_metrics, rank_queries, sample_tracks, track_queries
+from training.evaluate import babble_pool, check_inputs, embed_query_stream, grouped_metrics, rank_queries, sample_tracks, track_queries
 from training.metrics import retrieval_metrics
 from training.moss.weights import build_encoder
 from training.retrieval import embed_queries, embed_sequences, torch_embed_fn
@@ -102,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_inputs(args.checkpoint, args.splits_root / f"{args.split}.txt", args.audio_root)
     device = resolve_device(args.device)
     audio_paths = {p.stem: p for root in args.audio_root for p in list_audio_files(root)}
     query_ids = sample_tracks(read_split(args.splits_root / f"{args.split}.txt"), args.max_tracks, args.seed)
