@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-# Statuses after which a client that is still sending its body cannot continue on this connection.
-CLOSE_AFTER = {408, 411, 413}
+# Statuses after which the rest of the body is not worth reading: the connection is closed. After any other
+# refusal uvicorn reads and discards the body (at most the size limit, within the head deadline of the next
+# request) and keeps the connection, so a client still sending gets its answer instead of a reset.
+CLOSE_AFTER = {408, 413}
 
 
 class Refusal(Exception):
@@ -19,11 +21,11 @@ class Refusal(Exception):
     def message(self) -> str:
         return str(self)
 
-    def headers(self, body_unread: bool = False) -> dict[str, str]:
+    def headers(self) -> dict[str, str]:
         headers = {}
         if self.retry_after_s is not None:
             headers["retry-after"] = str(max(1, round(self.retry_after_s + 0.499)))
-        if body_unread or self.status in CLOSE_AFTER:
+        if self.status in CLOSE_AFTER:
             headers["connection"] = "close"
         if self.status == 401:
             headers["www-authenticate"] = 'ApiKey header="X-API-Key"'

@@ -1,6 +1,6 @@
 """The ASGI middleware in front of every route: request ids, the access log and metrics, and for searches every
-check that must happen before any work: the API key, the caller's rate, the Content-Type and size, a place among
-the uploads being received, the upload itself (size and time bounded), then a place among the searches running.
+check that must happen before any work: the declared size, the API key, the caller's rate, the Content-Type, a
+place among the uploads being received, the upload itself (size and time bounded), then a place among the searches.
 
 Only then does FastAPI see the request, with the body already in memory: its multipart parsing and the route
 run on an upload known to be small and complete.
@@ -103,19 +103,18 @@ class Guard:
 
     async def _search(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str) -> None:
         state = scope["state"]
-        body_unread = True
         try:
+            self._check_length(headers)  # first: a body over the limit is never read, whoever sends it
             caller = self._authenticate(headers, scope.get("client"))
             state["caller"] = caller.name
             wait_s = self.limiter.acquire(caller.name, caller.requests_per_minute)
             if wait_s:
                 raise Refusal(429, "rate_limited", f"rate limit of {caller.requests_per_minute or self.limiter.requests_per_minute:g} requests "
                               f"per minute reached for {caller.name}", retry_after_s=wait_s)
-            self._check_head(headers)
+            self._check_content_type(headers)
             try:
                 async with self.uploads.place():
                     body = await self._read_body(receive)
-                body_unread = False
                 async with self.work.place():
                     await self.app(scope, _replay(body, receive), send)
             except Full as full:
@@ -123,7 +122,7 @@ class Guard:
                               retry_after_s=self.config.queue.retry_after_s) from full
         except Refusal as refusal:
             state["refusal"] = refusal.reason
-            await _respond(send, refusal, request_id, body_unread)
+            await _respond(send, refusal, request_id)
         except ClientGone:
             state["refusal"] = "client_gone"
 
@@ -141,17 +140,20 @@ class Guard:
             raise Refusal(401, "unauthenticated", "the API key is not valid")
         return Caller(key.name, key.requests_per_minute)
 
-    def _check_head(self, headers: dict[str, str]) -> None:
-        limits = self.config.limits
+    def _check_length(self, headers: dict[str, str]) -> None:
+        limit = self.config.limits.max_upload_bytes
+        length = headers.get("content-length")
+        if length is None and "chunked" not in headers.get("transfer-encoding", "").lower():
+            raise Refusal(411, "no_length", "a Content-Length header (or chunked transfer encoding) is required")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise Refusal(413, "too_large", f"the upload is larger than {limit} bytes")
+
+    @staticmethod
+    def _check_content_type(headers: dict[str, str]) -> None:
         content_type = headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
             raise Refusal(415, "wrong_content_type", "send the recording as multipart/form-data with the field 'file' "
                           f"(got Content-Type {content_type or 'none'!r})")
-        length = headers.get("content-length")
-        if length is None and "chunked" not in headers.get("transfer-encoding", "").lower():
-            raise Refusal(411, "no_length", "a Content-Length header (or chunked transfer encoding) is required")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_upload_bytes):
-            raise Refusal(413, "too_large", f"the upload is larger than {limits.max_upload_bytes} bytes")
 
     async def _read_body(self, receive: Receive) -> bytes:
         """The whole body, or a refusal once it exceeds the size limit or has not arrived by the deadline."""
@@ -190,9 +192,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return receive_again
 
 
-async def _respond(send: Send, refusal: Refusal, request_id: str, body_unread: bool) -> None:
+async def _respond(send: Send, refusal: Refusal, request_id: str) -> None:
     body = refusal.body(request_id)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               *((name.encode(), value.encode()) for name, value in refusal.headers(body_unread).items())]
+               *((name.encode(), value.encode()) for name, value in refusal.headers().items())]
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
