@@ -34,6 +34,7 @@ from training.splits import SPLIT_NAMES, read_split
 from training.token_files import TokenFile, load_tracks
 from training.tokenize import add_moss_arguments, moss_spec
 from training.train import load_embedder, resolve_device
+from training.view_synth import track_rng
 
 PROTOCOLS = ("same_file_aug", "cross_chunk")
 # Kept in the report (and the run-metrics scope) so runs of the earlier start- and frame-aligned
@@ -53,10 +54,6 @@ class Query:
     seconds: float
     offset: int  # first sample of the excerpt in the whole track
     waveform: np.ndarray
-
-
-def track_rng(seed: int, track_id: str) -> np.random.Generator:
-    return np.random.default_rng([seed, *track_id.encode("utf-8")])
 
 
 def track_queries(track: int, track_id: str, audio: np.ndarray, chunks: list[TokenFile], lengths: list[float], conditions: list[str],
