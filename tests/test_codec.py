@@ -186,3 +186,13 @@ def test_codec_train_cli_reports_missing_audio(tmp_path: Path) -> None:
                              "--output-dir", str(tmp_path / "out"), "--split", "none", "--max-steps", "1"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0 and "no training audio" in result.stderr
+
+
+def test_the_shipped_small_codec_loads_strictly_in_the_official_layout() -> None:
+    folder = ROOT / "models" / "moss-small"
+    codec = build_codec(str(folder))
+    assert codec.config == SMALL_CONFIG
+    audio = torch.randn(1, 1, 24000) * 0.1
+    codes, counts = codec(audio)
+    assert codes.shape == (1, 16, 13) and counts.tolist() == [12]
+    assert torch.equal(build_encoder(str(folder))(audio)[0], codes)
