@@ -14,7 +14,7 @@ import soundfile as sf
 
 from common.cli import run_module
 from training.audio_io import SAMPLE_RATE
-from training.corpus.build import build_corpus
+from training.corpus.build import _known_similarities, build_corpus
 from training.corpus.config import CorpusConfig, NearDuplicateConfig, load_corpus_config
 from training.corpus.fingerprint import FingerprintConfig, fingerprint, similarity
 from training.corpus.licence import licence_for
@@ -139,6 +139,9 @@ def test_rerun_resumes_without_decoding_again(package: tuple[Path, Path], built:
     assert removed_wav.is_file() and sf.info(str(removed_wav)).frames > 0
     assert not list((out / "audio").glob(".*.tmp"))
     assert (out / "manifest.csv").read_text() == manifest
+    with np.load(out / "similarity.npz") as data:  # every pair's score is there for the next rerun
+        known = _known_similarities(out / "similarity.npz", data["keys"], str(data["params"]))
+    assert known is not None and np.isfinite(known[0]).all()
 
 
 def test_pk3_members_are_sources_with_the_copyright_of_their_unpacked_path(tmp_path: Path, music: dict[str, np.ndarray]) -> None:

@@ -9,11 +9,13 @@ the rest (``load_audio``: OGG Vorbis, Opus, MP3 -> 24 kHz mono) and write those 
 Outputs: ``manifest.csv`` (one row per kept track), ``dropped.csv`` (every file not kept, with
 its reason: ``short``, ``duplicate-of <id>``, ``near-duplicate-of <id> (similarity x)``,
 ``unreadable: <error>``), ``summary.json`` (tracks and minutes per package and split, drops by
-reason, the closest pairs that were kept) and ``similarity.png``.
+reason, the closest pairs that were kept), ``similarity.npz`` (every compared pair's score and time
+shift) and ``similarity.png`` (their distribution and the threshold).
 
 Resumable: each decoded file leaves ``cache/<track_id>.npz`` (source hash, duration, fingerprint)
-and WAVs are written under a temporary name and renamed, so a rerun decodes only what is missing
-and an interrupted run leaves no half-written WAV. An unreadable file is listed and skipped.
+and WAVs are written under a temporary name and renamed, so a rerun decodes only what is missing,
+compares only pairs it has not scored, and an interrupted run leaves no half-written WAV. An
+unreadable file is listed and skipped.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ MANIFEST_COLUMNS = ("track_id", "package", "source_path", "duration_s", "licence
 DROPPED = "dropped.csv"
 DROPPED_COLUMNS = ("track_id", "package", "source_path", "duration_s", "reason")
 SUMMARY = "summary.json"
+SIMILARITIES = "similarity.npz"  # every compared pair: kept for inspection and reused by reruns
 CLOSEST_PAIRS = 15
 
 
@@ -145,7 +148,7 @@ def build_corpus(
             drops.append(Drop(track.track_id, track.source.package, track.source.source_path, track.duration_s, "short"))
         else:
             long_tracks.append(track)
-    kept, closest, matrix = _drop_near_duplicates(long_tracks, cfg, drops)
+    kept, closest, scores = _drop_near_duplicates(long_tracks, cfg, out, drops)
     _materialise(kept, [drop.track_id for drop in drops if drop.track_id], out, workers)
 
     splits = assign_splits_by_hash([t.track_id for t in kept], cfg.splits.val_ratio, cfg.splits.test_ratio, cfg.splits.seed)
@@ -154,7 +157,7 @@ def build_corpus(
     _write_dropped(out / DROPPED, drops)
     summary = _summary(listings, kept, drops, split_of, closest, cfg, time.monotonic() - started)
     _write_json(out / SUMMARY, summary)
-    _plot_similarities(out / "similarity.png", matrix, cfg)
+    _plot_similarities(out / "similarity.png", scores, cfg)
     return summary
 
 
@@ -200,13 +203,7 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def _write_cache(path: Path, sha256: str, tag: str, duration_s: float, fp: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, sha256=sha256, tag=tag, duration_s=duration_s, fingerprint=fp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _save_arrays(path, sha256=np.array(sha256), tag=np.array(tag), duration_s=np.array(duration_s), fingerprint=fp)
 
 
 def _analyse(tracks: list[Track], out: Path, cfg: CorpusConfig, workers: int, drops: list[Drop]) -> list[Track]:
@@ -278,12 +275,17 @@ def _write_one(job: tuple[str, Source, Path]) -> tuple[str, str]:
     return track_id, ""
 
 
-def _drop_near_duplicates(tracks: list[Track], cfg: CorpusConfig, drops: list[Drop]) -> tuple[list[Track], list[dict], dict]:
+def _drop_near_duplicates(tracks: list[Track], cfg: CorpusConfig, out: Path, drops: list[Drop]) -> tuple[list[Track], list[dict], np.ndarray]:
     """Longest first, a track is kept unless it matches an already kept one at the threshold or above."""
     near = cfg.near_duplicate
     window = max(1, round(near.window_seconds * cfg.fingerprint.frames_per_second))
     order = sorted(tracks, key=lambda t: (-t.duration_s, t.track_id))
-    scores, shifts = similarity_matrix([t.fingerprint for t in order], window, near.candidate_shifts)
+    keys = np.array([f"{t.track_id}:{t.sha256}" for t in order])
+    params = f"{cfg.fingerprint.tag()}:{window}:{near.candidate_shifts}"
+    known = _known_similarities(out / SIMILARITIES, keys, params)
+    scores, shifts = similarity_matrix([t.fingerprint for t in order], window, near.candidate_shifts, known=known)
+    _save_arrays(out / SIMILARITIES, keys=keys, params=np.array(params), track_ids=np.array([t.track_id for t in order]),
+                 scores=scores, shifts=shifts)
     kept: list[int] = []
     for index, track in enumerate(order):
         match = max(kept, key=lambda k: scores[index, k], default=None)
@@ -298,8 +300,33 @@ def _drop_near_duplicates(tracks: list[Track], cfg: CorpusConfig, drops: list[Dr
          "b_offset_s": round(float(shifts[i, j]) / cfg.fingerprint.frames_per_second, 2)}
         for score, i, j in pairs
     ]
-    matrix = {"track_ids": np.array([t.track_id for t in order]), "scores": scores.astype(np.float32), "shifts": shifts, "kept": np.array(kept)}
-    return sorted((order[i] for i in kept), key=lambda t: t.track_id), closest, matrix
+    return sorted((order[i] for i in kept), key=lambda t: t.track_id), closest, scores
+
+
+def _known_similarities(path: Path, keys: np.ndarray, params: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Scores of an earlier run for the pairs whose files (id and hash) and settings are unchanged; NaN elsewhere."""
+    try:
+        with np.load(path) as data:
+            if str(data["params"]) != params:
+                return None
+            earlier = {key: index for index, key in enumerate(data["keys"].tolist())}
+            old_scores, old_shifts = data["scores"], data["shifts"]
+    except (OSError, KeyError, ValueError):
+        return None
+    where = np.array([earlier.get(key, -1) for key in keys.tolist()])
+    both = (where[:, None] >= 0) & (where[None, :] >= 0)
+    rows, cols = np.clip(where, 0, None)[:, None], np.clip(where, 0, None)[None, :]
+    return np.where(both, old_scores[rows, cols], np.nan), np.where(both, old_shifts[rows, cols], 0)
+
+
+def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _materialise(kept: list[Track], dropped_ids: list[str], out: Path, workers: int) -> None:
@@ -382,15 +409,13 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _plot_similarities(path: Path, matrix: dict, cfg: CorpusConfig) -> None:
+def _plot_similarities(path: Path, scores: np.ndarray, cfg: CorpusConfig) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scores = matrix["scores"]
     upper = scores[np.triu_indices(scores.shape[0], k=1)]
-    np.savez(path.with_suffix(".npz"), **matrix)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(upper, bins=np.linspace(min(0.0, float(upper.min(initial=0.0))), 1.0, 81), color="tab:blue", log=True)
     threshold = cfg.near_duplicate.threshold
