@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from training.moss.attention import causal_attention_within_context
 from training.moss.codec import MossCodec, sample_levels
 from training.moss.config import resolve_moss
 from training.moss.weights import empty_codec, init_codec_weights, save_official_layout
-from training.train import resolve_device
+from training.train import lr_factor, resolve_device
 
 STATE_FILE = "state.pt"
 SPEED_PROBE_STEPS = (5, 30)  # steps timed to size an automatic schedule (after warm-up kernels)
@@ -82,12 +81,11 @@ class CodecTrainConfig:
 
 
 def learning_rate(step: int, optim: CodecOptimConfig, total_steps: int) -> float:
-    """Linear warm-up, then a cosine from ``lr`` down to ``lr * final_lr_ratio`` at ``total_steps``."""
+    """The embedder's warm-up + cosine (``lr_factor``), with the cosine ending at ``lr * final_lr_ratio``."""
+    factor = lr_factor(step, optim.warmup_steps, total_steps)
     if step < optim.warmup_steps:
-        return optim.lr * (step + 1) / optim.warmup_steps
-    progress = min(1.0, (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps))
-    floor = optim.final_lr_ratio
-    return optim.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return optim.lr * factor
+    return optim.lr * (optim.final_lr_ratio + (1 - optim.final_lr_ratio) * factor)
 
 
 class CodecTrainer:
