@@ -67,6 +67,9 @@ def package(tmp_path_factory: pytest.TempPathFactory, music: dict[str, np.ndarra
     loop = 0.4 * np.tile(a[int(3.3 * SAMPLE_RATE) : int(9.3 * SAMPLE_RATE)], 2)
     sf.write(root / "music" / "loops" / "theme_a_loop.ogg", _resample(loop, 32_000), 32_000, format="OGG", subtype="VORBIS")
     sf.write(root / "sounds" / "click.ogg", a[: 2 * SAMPLE_RATE], SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    # A 4-s fanfare padded with silence to 16 s: long as a file, short as music.
+    fanfare = np.concatenate((b[: 4 * SAMPLE_RATE], np.zeros(12 * SAMPLE_RATE, np.float32)))
+    sf.write(root / "sounds" / "fanfare.ogg", fanfare, SAMPLE_RATE, format="OGG", subtype="VORBIS")
     (root / "sounds" / "other_copy.mp3").write_bytes((root / "music" / "other.mp3").read_bytes())
     (root / "music" / "broken.ogg").write_bytes(np.random.default_rng(0).bytes(5000))
     os.symlink("../music/other.mp3", root / "sounds" / "link.mp3")
@@ -109,8 +112,11 @@ def test_build_keeps_music_and_reports_every_drop(package: tuple[Path, Path], bu
     assert sorted(p.name for p in (out / "audio").iterdir()) == ["testgame-other.wav", "testgame-theme-a.wav"]
 
     dropped = {Path(row["source_path"]).name: row for row in _rows(out / "dropped.csv")}
-    assert set(dropped) == {"theme_a_loop.ogg", "click.ogg", "other_copy.mp3", "link.mp3", "broken.ogg"}
+    assert set(dropped) == {"theme_a_loop.ogg", "click.ogg", "fanfare.ogg", "other_copy.mp3", "link.mp3", "broken.ogg"}
     assert dropped["click.ogg"]["reason"] == "short" and float(dropped["click.ogg"]["duration_s"]) == pytest.approx(2.0, abs=0.01)
+    fanfare = dropped["fanfare.ogg"]
+    assert fanfare["reason"] == "short" and float(fanfare["duration_s"]) == pytest.approx(16.0, abs=0.01)
+    assert float(fanfare["audible_s"]) == pytest.approx(4.0, abs=0.3)
     assert dropped["other_copy.mp3"]["reason"] == "duplicate-of testgame-other"
     assert dropped["link.mp3"]["reason"] == "duplicate-of testgame-other"
     assert dropped["broken.ogg"]["reason"].startswith("unreadable: ") and "broken.ogg" in dropped["broken.ogg"]["reason"]
@@ -118,7 +124,7 @@ def test_build_keeps_music_and_reports_every_drop(package: tuple[Path, Path], bu
     assert loop_reason.startswith("near-duplicate-of testgame-theme-a (similarity ")
     assert float(loop_reason.rsplit(" ", 1)[1].rstrip(")")) >= 0.8
 
-    assert summary["tracks"] == 2 and summary["dropped"] == {"short": 1, "duplicate": 2, "near-duplicate": 1, "unreadable": 1}
+    assert summary["tracks"] == 2 and summary["dropped"] == {"short": 2, "duplicate": 2, "near-duplicate": 1, "unreadable": 1}
     assert summary["per_package"][GAME]["minutes"] == pytest.approx(2 * SECONDS / 60, abs=0.01)
     assert json.loads((out / "summary.json").read_text()) == summary
     assert (out / "similarity.png").stat().st_size > 0

@@ -22,6 +22,20 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
 
 
+def audible_seconds(x: np.ndarray, sr: int, range_db: float = 50.0, block_s: float = 0.1) -> float:
+    """From the first to the last ``block_s`` block within ``range_db`` of the loudest one: a jingle
+    padded with silence to a round length counts by its sound, not its file."""
+    block = max(1, int(round(block_s * sr)))
+    usable = x.size // block * block
+    if usable == 0:
+        return 0.0
+    power = np.mean(np.square(x[:usable].reshape(-1, block), dtype=np.float64), axis=1)
+    if power.max() <= 0.0:
+        return 0.0
+    audible = np.flatnonzero(power >= power.max() * 10.0 ** (-range_db / 10.0))
+    return float((audible[-1] - audible[0] + 1) * block / sr)
+
+
 def fit_peak(x: np.ndarray, limit: float = 1.0) -> np.ndarray:
     """Scale the whole clip down if its peak exceeds ``limit`` (never up, never clip)."""
     peak = float(np.max(np.abs(x))) if x.size else 0.0

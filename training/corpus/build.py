@@ -3,7 +3,8 @@
 Steps: install the packages (configs/corpus.yaml, or a ``--packages`` subset) when missing; list
 their audio (``training.corpus.sources``); hash every file and drop byte-identical copies; decode
 the rest (``load_audio``: OGG Vorbis, Opus, MP3 -> 24 kHz mono) and write those of at least
-``min_seconds`` to ``OUT/audio/<track_id>.wav``; fingerprint them and drop near-duplicates
+``min_seconds`` (counted from the first to the last audible moment, ``training.dsp.audible_seconds``:
+a jingle padded with silence to 30 s is short) to ``OUT/audio/<track_id>.wav``; fingerprint them and drop near-duplicates
 (``training.corpus.fingerprint``), keeping the longest version of each piece; split by track hash.
 
 Outputs: ``manifest.csv`` (one row per kept track), ``dropped.csv`` (every file not kept, with
@@ -39,13 +40,15 @@ from training.corpus.config import DEFAULT_CONFIG, CorpusConfig, load_corpus_con
 from training.corpus.fingerprint import FingerprintConfig, fingerprint, similarity_matrix
 from training.corpus.licence import DOC_ROOT, package_licence
 from training.corpus.sources import Listing, Source, dpkg_files, ensure_installed, installed, list_package
+from training.dsp import audible_seconds
 from training.splits import assign_splits_by_hash
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("track_id", "package", "source_path", "duration_s", "licence", "split", "path")
 DROPPED = "dropped.csv"
-DROPPED_COLUMNS = ("track_id", "package", "source_path", "duration_s", "reason")
+DROPPED_COLUMNS = ("track_id", "package", "source_path", "duration_s", "audible_s", "reason")
 SUMMARY = "summary.json"
+ANALYSIS = "corpus-v2"  # what a cache file holds; with the fingerprint's tag, says whether it is current
 SIMILARITIES = "similarity.npz"  # every compared pair: kept for inspection and reused by reruns
 CLOSEST_PAIRS = 15
 
@@ -56,6 +59,7 @@ class Track:
     source: Source
     sha256: str = ""
     duration_s: float = 0.0
+    audible_s: float = 0.0
     fingerprint: np.ndarray | None = None
 
 
@@ -66,6 +70,7 @@ class Drop:
     source_path: str
     duration_s: float | None
     reason: str
+    audible_s: float | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,8 +149,8 @@ def build_corpus(
     readable = _analyse(unique, out, cfg, workers, drops)
     long_tracks = []
     for track in readable:
-        if track.duration_s < cfg.min_seconds:
-            drops.append(Drop(track.track_id, track.source.package, track.source.source_path, track.duration_s, "short"))
+        if track.audible_s < cfg.min_seconds:
+            drops.append(Drop(track.track_id, track.source.package, track.source.source_path, track.duration_s, "short", track.audible_s))
         else:
             long_tracks.append(track)
     kept, closest, scores = _drop_near_duplicates(long_tracks, cfg, out, drops)
@@ -197,27 +202,28 @@ def _wav_path(out: Path, track_id: str) -> Path:
 def _read_cache(path: Path) -> dict | None:
     try:
         with np.load(path) as data:
-            return {"sha256": str(data["sha256"]), "tag": str(data["tag"]), "duration_s": float(data["duration_s"]), "fingerprint": data["fingerprint"]}
+            return {"sha256": str(data["sha256"]), "tag": str(data["tag"]), "duration_s": float(data["duration_s"]),
+                    "audible_s": float(data["audible_s"]) if "audible_s" in data.files else None, "fingerprint": data["fingerprint"]}
     except (OSError, KeyError, ValueError):
         return None
 
 
-def _write_cache(path: Path, sha256: str, tag: str, duration_s: float, fp: np.ndarray) -> None:
-    _save_arrays(path, sha256=np.array(sha256), tag=np.array(tag), duration_s=np.array(duration_s), fingerprint=fp)
+def _write_cache(path: Path, sha256: str, tag: str, duration_s: float, audible_s: float, fp: np.ndarray) -> None:
+    _save_arrays(path, sha256=np.array(sha256), tag=np.array(tag), duration_s=np.array(duration_s), audible_s=np.array(audible_s), fingerprint=fp)
 
 
 def _analyse(tracks: list[Track], out: Path, cfg: CorpusConfig, workers: int, drops: list[Drop]) -> list[Track]:
     """Duration and fingerprint of every track, from the cache or by decoding (which also writes the WAV)."""
-    tag = cfg.fingerprint.tag()
+    tag = f"{ANALYSIS}:{cfg.fingerprint.tag()}"
     jobs = []
     for track in tracks:
         cached = _read_cache(_cache_path(out, track.track_id))
         if cached is not None and (cached["sha256"], cached["tag"]) == (track.sha256, tag):
-            track.duration_s, track.fingerprint = cached["duration_s"], cached["fingerprint"]
+            track.duration_s, track.audible_s, track.fingerprint = cached["duration_s"], cached["audible_s"], cached["fingerprint"]
             continue
         # Same file, other fingerprint settings: the WAV already holds the decoded audio.
         reuse_wav = cached is not None and cached["sha256"] == track.sha256 and _wav_path(out, track.track_id).is_file()
-        jobs.append((track.track_id, track.source, track.sha256, out, cfg.min_seconds, cfg.fingerprint, reuse_wav))
+        jobs.append((track.track_id, track.source, track.sha256, out, cfg.min_seconds, cfg.fingerprint, tag, reuse_wav))
     errors: dict[str, str] = {}
     for track_id, error in _run(_analyse_one, jobs, workers, "decode"):
         if error:
@@ -230,23 +236,23 @@ def _analyse(tracks: list[Track], out: Path, cfg: CorpusConfig, workers: int, dr
         if track.fingerprint is None:
             cached = _read_cache(_cache_path(out, track.track_id))
             assert cached is not None, track.track_id
-            track.duration_s, track.fingerprint = cached["duration_s"], cached["fingerprint"]
+            track.duration_s, track.audible_s, track.fingerprint = cached["duration_s"], cached["audible_s"], cached["fingerprint"]
         readable.append(track)
     return readable
 
 
-def _analyse_one(job: tuple[str, Source, str, Path, float, FingerprintConfig, bool]) -> tuple[str, str]:
-    track_id, source, sha256, out, min_seconds, fp_cfg, reuse_wav = job
+def _analyse_one(job: tuple[str, Source, str, Path, float, FingerprintConfig, str, bool]) -> tuple[str, str]:
+    track_id, source, sha256, out, min_seconds, fp_cfg, tag, reuse_wav = job
     wav = _wav_path(out, track_id)
     try:
         x = load_audio(wav) if reuse_wav else source.decode()
     except AudioError as exc:
         return track_id, str(exc)
-    duration_s = x.size / SAMPLE_RATE
-    if duration_s >= min_seconds and not reuse_wav:
+    duration_s, audible_s = x.size / SAMPLE_RATE, audible_seconds(x, SAMPLE_RATE)
+    if audible_s >= min_seconds and not reuse_wav:
         write_wav(wav, x)
     # Short files are fingerprinted too: the cache then serves any later --min-seconds.
-    _write_cache(_cache_path(out, track_id), sha256, fp_cfg.tag(), duration_s, fingerprint(x, fp_cfg))
+    _write_cache(_cache_path(out, track_id), sha256, tag, duration_s, audible_s, fingerprint(x, fp_cfg))
     return track_id, ""
 
 
@@ -359,7 +365,8 @@ def _write_manifest(path: Path, kept: list[Track], split_of: dict[str, str], doc
 def _write_dropped(path: Path, drops: list[Drop]) -> None:
     rows = sorted(drops, key=lambda d: (d.package, d.source_path))
     _write_rows(path, DROPPED_COLUMNS, [
-        (d.track_id, d.package, d.source_path, "" if d.duration_s is None else f"{d.duration_s:.3f}", d.reason) for d in rows
+        (d.track_id, d.package, d.source_path, "" if d.duration_s is None else f"{d.duration_s:.3f}",
+         "" if d.audible_s is None else f"{d.audible_s:.1f}", d.reason) for d in rows
     ])
 
 
