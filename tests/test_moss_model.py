@@ -21,6 +21,7 @@ from training.moss import (
     resolve_moss,
     windowed_causal_attention,
 )
+from training.moss.attention import blocked_windowed_causal_attention
 from training.moss.transformer import Patch
 
 SR = 24000
@@ -129,6 +130,16 @@ def test_attention_backend_swap_gives_same_codes(encoder: MossEncoder) -> None:
     swapped = build_encoder("tiny")
     swapped.set_attention(reference_attention)
     assert torch.equal(swapped(waveform)[0], expected)
+
+
+def test_blocked_attention_equals_the_one_mask_attention(encoder: MossEncoder) -> None:
+    """The memory-linear backend tokenize uses for whole tracks: same outputs, and the same codes past the window."""
+    q, k, v = (torch.randn(2, 3, 2600, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    torch.testing.assert_close(blocked_windowed_causal_attention(q, k, v, 1000), windowed_causal_attention(q, k, v, 1000), atol=1e-5, rtol=1e-5)
+    waveform = noise(23.0, seed=6)  # longer than every stage's 10-s window
+    swapped = build_encoder("tiny")
+    swapped.set_attention(blocked_windowed_causal_attention)
+    assert torch.equal(swapped(waveform)[0], encoder(waveform)[0])
 
 
 def test_causality(encoder: MossEncoder) -> None:

@@ -24,6 +24,7 @@ from training.dataset import CATALOG_TOKENIZE, CatalogConfig, build_catalog
 from training.encode import batched, clip_encoder
 from training.evaluate import babble_pool, check_inputs, embed_query_stream, grouped_metrics, rank_queries, sample_tracks, track_queries
 from training.metrics import retrieval_metrics
+from training.moss.attention import blocked_windowed_causal_attention
 from training.moss.weights import build_encoder
 from training.retrieval import embed_queries, embed_sequences, torch_embed_fn
 from training.splits import read_split
@@ -116,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
     babble = babble_pool(args.splits_root, args.split, audio_paths) if "babble5" in args.conditions else None
 
     encoder = build_encoder(moss_spec(args), device=device)
+    encoder.set_attention(blocked_windowed_causal_attention)  # whole tracks: memory linear in their length
     encode = clip_encoder(encoder, args.n_quantizers, args.batch_size, device)
     embed = torch_embed_fn(load_embedder(args.checkpoint, device), device)
     # The whole-track codes are made here, timed, so `whole` layouts are charged for tokenizing too.

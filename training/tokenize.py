@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from training.audio_io import SAMPLE_RATE, AudioError, list_audio_files, load_audio
 from training.encode import HOP, batched, encode_batch
+from training.moss.attention import blocked_windowed_causal_attention
 from training.moss.weights import build_encoder
 from training.token_files import TokenFile, save_token_file, token_file_name
 from training.train import resolve_device
@@ -81,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
     files = list_audio_files(args.input_root)[: args.max_files]
     device = resolve_device(args.device)
     encoder = build_encoder(moss_spec(args), device=device)
+    # Whole tracks run for minutes: attention one window block at a time keeps memory linear in their length.
+    encoder.set_attention(blocked_windowed_causal_attention)
     todo = [p for p in files if not all(o.exists() for o in expected_outputs(p, args.output_root, args.chunk_seconds))]
     failed: list[dict] = []
     written = 0
@@ -99,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
             yield from split_clip(path, waveform, args.chunk_seconds)
 
     with tqdm(total=len(todo), desc="tokenize", unit="file") as progress:
-        for batch in batched(clips(), args.batch_size):
+        for batch in batched(clips(), args.batch_size, lambda clip: len(clip.waveform)):
             usable = [c for c in batch if len(c.waveform) >= HOP]
             frames_too_short += len(batch) - len(usable)
             codes = encode_batch(encoder, [c.waveform for c in usable], args.n_quantizers, device) if usable else []

@@ -30,6 +30,22 @@ def windowed_causal_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def blocked_windowed_causal_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> Tensor:
+    """``windowed_causal_attention`` one block of ``context`` queries at a time, each against the keys its
+    window can reach: the same result with memory linear in N instead of quadratic (whole tracks of many
+    minutes; eager PyTorch only, the ONNX export keeps the one-mask graph)."""
+    n = q.shape[-2]
+    if n <= context:
+        return windowed_causal_attention(q, k, v, context)
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])
+    for start in range(0, n, context):
+        end, first = min(n, start + context), max(0, start - context + 1)
+        delta = torch.arange(start, end, device=q.device)[:, None] - torch.arange(first, end, device=q.device)[None, :]
+        mask = (delta >= 0) & (delta < context)
+        out[..., start:end, :] = F.scaled_dot_product_attention(q[..., start:end, :], k[..., first:end, :], v[..., first:end, :], attn_mask=mask)
+    return out
+
+
 def causal_attention_within_context(q: Tensor, k: Tensor, v: Tensor, context: int) -> Tensor:
     """Training backend: clips no longer than the window need only the causal mask, which SDPA's fused
     (flash) kernels take without materialising it; longer clips fall back to the explicit window."""
