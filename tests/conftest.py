@@ -89,7 +89,7 @@ def triton_server(triton_repository: Path) -> Iterator[EmbeddedTriton]:
 
 @pytest.fixture(scope="session")
 def api_server(tmp_path_factory: pytest.TempPathFactory, triton_server: EmbeddedTriton) -> Iterator[ApiServer]:
-    """`python -m api serve` (test limits, three keys: tests/api_stack.py) in front of the session's tritonserver."""
+    """`python -m api serve` (test limits and keys: tests/api_stack.py) in front of the session's tritonserver."""
     server = start_api(tmp_path_factory.mktemp("api"), triton_server.grpc_url)
     try:
         yield server

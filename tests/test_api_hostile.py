@@ -247,7 +247,7 @@ def test_a_client_that_never_completes_its_request_head_is_disconnected(api_serv
 
 def test_a_flood_of_uploads_is_answered_with_429_and_503_not_a_collapse(api_server: ApiServer) -> None:
     clip = wav(1.0)
-    keys = ["limited" if i % 10 == 0 else "load" for i in range(FLOOD_REQUESTS)]
+    keys = ["flood-limited" if i % 10 == 0 else "load" for i in range(FLOOD_REQUESTS)]
 
     async def flood() -> list[tuple[int, str | None]]:
         slots = asyncio.Semaphore(FLOOD_CONCURRENCY)

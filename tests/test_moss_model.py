@@ -268,8 +268,13 @@ def test_random_weights_are_seeded_not_global() -> None:
 
 def test_config_reads_official_layout() -> None:
     data = OFFICIAL_CONFIG.to_official_dict()
-    data["decoder_kwargs"] = [{"module_type": "Transformer", "anything": 1}]
     assert MossConfig.from_official_dict(data) == OFFICIAL_CONFIG
+    encode_only = {key: value for key, value in data.items() if key != "decoder_kwargs"}
+    assert MossConfig.from_official_dict(encode_only) == OFFICIAL_CONFIG.without_decoder()
+    data["decoder_kwargs"][0]["gating"] = "swiglu"  # the decoder's stages are checked like the encoder's
+    with pytest.raises(ValueError, match="decoder module 0: gating"):
+        MossConfig.from_official_dict(data)
+    data["decoder_kwargs"][0]["gating"] = "none"
     data["encoder_kwargs"][1]["gating"] = "swiglu"
     with pytest.raises(ValueError, match="gating"):
         MossConfig.from_official_dict(data)
