@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from tqdm import tqdm
 
 from training.audio_io import SAMPLE_RATE, AudioError, load_audio, write_wav
@@ -48,7 +50,7 @@ MANIFEST_COLUMNS = ("track_id", "package", "source_path", "duration_s", "licence
 DROPPED = "dropped.csv"
 DROPPED_COLUMNS = ("track_id", "package", "source_path", "duration_s", "audible_s", "reason")
 SUMMARY = "summary.json"
-ANALYSIS = "corpus-v2"  # what a cache file holds; with the fingerprint's tag, says whether it is current
+ANALYSIS = "corpus-v3"  # what a cache file holds; with the fingerprint's tag, says whether it is current
 SIMILARITIES = "similarity.npz"  # every compared pair: kept for inspection and reused by reruns
 CLOSEST_PAIRS = 15
 
@@ -248,12 +250,23 @@ def _analyse_one(job: tuple[str, Source, str, Path, float, FingerprintConfig, st
         x = load_audio(wav) if reuse_wav else source.decode()
     except AudioError as exc:
         return track_id, str(exc)
+    if not reuse_wav:
+        # Measured on what the WAV holds, so that a rerun reading it back finds the same numbers.
+        x = _as_pcm16(x)
     duration_s, audible_s = x.size / SAMPLE_RATE, audible_seconds(x, SAMPLE_RATE)
     if audible_s >= min_seconds and not reuse_wav:
         write_wav(wav, x)
     # Short files are fingerprinted too: the cache then serves any later --min-seconds.
     _write_cache(_cache_path(out, track_id), sha256, tag, duration_s, audible_s, fingerprint(x, fp_cfg))
     return track_id, ""
+
+
+def _as_pcm16(x: np.ndarray) -> np.ndarray:
+    """``x`` as ``write_wav`` stores it and ``load_audio`` reads it back."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(x, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    buffer.seek(0)
+    return sf.read(buffer, dtype="float32")[0]
 
 
 def _run(function, jobs: list, workers: int, desc: str):
@@ -287,7 +300,7 @@ def _drop_near_duplicates(tracks: list[Track], cfg: CorpusConfig, out: Path, dro
     window = max(1, round(near.window_seconds * cfg.fingerprint.frames_per_second))
     order = sorted(tracks, key=lambda t: (-t.duration_s, t.track_id))
     keys = np.array([f"{t.track_id}:{t.sha256}" for t in order])
-    params = f"{cfg.fingerprint.tag()}:{window}:{near.candidate_shifts}"
+    params = f"{ANALYSIS}:{cfg.fingerprint.tag()}:{window}:{near.candidate_shifts}"
     known = _known_similarities(out / SIMILARITIES, keys, params)
     scores, shifts = similarity_matrix([t.fingerprint for t in order], window, near.candidate_shifts, known=known)
     _save_arrays(out / SIMILARITIES, keys=keys, params=np.array(params), track_ids=np.array([t.track_id for t in order]),
