@@ -143,12 +143,13 @@ def _fake_corpus(generated: Path, root: Path) -> Path:
 
 @pytest.mark.parametrize("with_corpus", [False, True])
 def test_quality_says_what_it_fell_back_to(generated: Path, tmp_path: Path, with_corpus: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    """With a corpus an embedder trained elsewhere is evaluated; without one, quality trains its own (1 epoch)."""
     corpus = _fake_corpus(generated, tmp_path) if with_corpus else tmp_path / "no-corpus"
     report = tmp_path / "reports" / "quality.json"
+    embedder = ["--checkpoint", str(generated / "embedder.pt")] if with_corpus else ["--epochs", "1", "--views-per-track", "2"]
     assert run_module("training.quality", [
         "--work-dir", str(tmp_path / "work"), "--report", str(report), "--plot", str(tmp_path / "reports" / "recall.png"), "--corpus", str(corpus),
-        "--moss-config", str(tmp_path / "no-weights"), "--checkpoint", str(generated / "embedder.pt"), "--tracks", "6", "--seconds", "8",
-        "--device", "cpu", "--eval-seed", "3",
+        "--moss-config", str(tmp_path / "no-weights"), *embedder, "--tracks", "6", "--seconds", "8", "--device", "cpu", "--eval-seed", "3",
     ]) == 0
     out = capsys.readouterr().out
     result = json.loads(report.read_text())
@@ -161,6 +162,9 @@ def test_quality_says_what_it_fell_back_to(generated: Path, tmp_path: Path, with
     else:
         assert result["data"]["source"] == "generated" and "NOTE audio: no real-music corpus" in out
         assert result["catalog_tracks"] == 6
+        trained = Path(result["checkpoint"])
+        assert trained.is_file() and trained.parent.parent.name == "embedder-generated"
+        assert (tmp_path / "reports" / "training_history.png").stat().st_size > 0
 
 
 def test_layout_sweep_reports_recall_size_and_build_time_per_layout(generated: Path, tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
         run_step("splits", "training.splits", ["--tokens-root", str(tokens_roots[0]), "--output-root", str(splits), "--val-ratio", str(cfg.val_ratio),
                                                "--test-ratio", str(cfg.test_ratio), "--seed", str(cfg.seed)], timings)
         corpus_tracks = 0
-    checkpoint = cfg.checkpoint or train_embedder(cfg, audio_roots[0], tokens_roots[0], splits, base / f"views-{source}", base / f"checkpoints-{source}", moss, timings)
+    checkpoint = cfg.checkpoint or train_embedder(cfg, source, moss, audio_roots[0], tokens_roots[0], splits, base / f"embedder-{source}", timings)
     return DataSet(audio_roots, tokens_roots, splits, checkpoint, moss, source, base.name, corpus_tracks, cfg.tracks, notes)
 
 
