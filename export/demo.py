@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="real-music corpus (manifest.csv + audio/); generated audio alone where it is missing")
     parser.add_argument("--moss-config", default=str(TRAINED_TOKENIZER), help="tokenizer: a weights folder or a preset; a missing folder falls back to tiny")
     parser.add_argument("--checkpoint", type=Path, default=None, help="serve this embedder checkpoint instead of training one")
-    parser.add_argument("--tracks", type=int, default=200, help="generated tracks: distractors with the corpus, the whole catalog without it")
+    parser.add_argument("--tracks", type=int, default=200, help="generated tracks that are the catalog where no corpus is installed")
+    parser.add_argument("--distractors", type=int, default=200, help="generated tracks added to the corpus's catalog")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--query-seconds", type=float, default=5.0)
@@ -74,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
     cfg = PipelineConfig(
         work_dir=args.work_dir, tracks=args.tracks, seconds=args.seconds, views_per_track=6, n_quantizers=8, epochs=args.epochs,
-        val_ratio=0.1, test_ratio=0.0, moss_config=args.moss_config, corpus=args.corpus, checkpoint=args.checkpoint,
+        val_ratio=0.1, test_ratio=0.0, moss_config=args.moss_config, corpus=args.corpus, checkpoint=args.checkpoint, distractors=args.distractors,
     )
     data = prepare_data(cfg, timings)
     # Exports and the index belong to one tokenizer and one checkpoint: a new either gets fresh ones.

@@ -3,6 +3,7 @@ query windows embedded as the server does, and `make quality`'s fallbacks, on a 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +21,7 @@ from training.encode import HOP
 from training.evaluate import track_queries
 from training.moss.weights import build_encoder
 from training.retrieval import embed_queries, rank_tracks_exact, rank_tracks_faiss, torch_embed_fn
-from training.token_files import load_tracks
+from training.token_files import load_token_file, load_tracks, save_token_file
 
 TRACKS, SECONDS, LENGTHS = 10, 12.0, (1.0, 2.0, 5.0, 10.0)
 
@@ -39,12 +40,17 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_evaluation_fills_every_condition_and_length_and_faiss_agrees(generated: Path, tmp_path: Path) -> None:
+def test_evaluation_fills_every_condition_and_length_and_faiss_agrees(generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "quality.json"
+    # Codes of a track whose audio is gone (a corpus rebuild dropped it) stay out of the catalog.
+    ghost = tmp_path / "ghost-tokens"
+    kept = load_token_file(sorted((generated / "tokens").glob("*.npz"))[0])
+    save_token_file(ghost / "ghost.npz", dataclasses.replace(kept, track_id="ghost"), 24000)
     assert run_module("training.evaluate", [
-        "--checkpoint", str(generated / "embedder.pt"), "--output-json", str(report), "--use-faiss", "--tokens-root", str(generated / "tokens"),
+        "--checkpoint", str(generated / "embedder.pt"), "--output-json", str(report), "--use-faiss", "--tokens-root", str(generated / "tokens"), str(ghost),
         "--splits-root", str(generated / "splits"), "--audio-root", str(generated / "audio"), "--n-quantizers", "8", "--device", "cpu",
     ]) == 0
+    assert "1 tokenized tracks have no audio" in capsys.readouterr().out
     result = json.loads(report.read_text())
     for key in ("recall@1", "recall@10", "recall@100", "mrr", "queries", "catalog_tracks", "catalog_segments", "faiss_top1_agreement",
                 "faiss_ranks_equal", "by_condition", "by_length", "by_condition_length", "split", "protocol", "query_alignment", "checkpoint", "moss", "seed"):
@@ -149,7 +155,7 @@ def test_quality_says_what_it_fell_back_to(generated: Path, tmp_path: Path, with
     embedder = ["--checkpoint", str(generated / "embedder.pt")] if with_corpus else ["--epochs", "1", "--views-per-track", "2"]
     assert run_module("training.quality", [
         "--work-dir", str(tmp_path / "work"), "--report", str(report), "--plot", str(tmp_path / "reports" / "recall.png"), "--corpus", str(corpus),
-        "--moss-config", str(tmp_path / "no-weights"), *embedder, "--tracks", "6", "--seconds", "8", "--device", "cpu", "--eval-seed", "3",
+        "--moss-config", str(tmp_path / "no-weights"), *embedder, "--tracks", "6", "--distractors", "5", "--seconds", "8", "--device", "cpu", "--eval-seed", "3",
     ]) == 0
     out = capsys.readouterr().out
     result = json.loads(report.read_text())
@@ -158,12 +164,13 @@ def test_quality_says_what_it_fell_back_to(generated: Path, tmp_path: Path, with
     assert (tmp_path / "reports" / "recall.png").stat().st_size > 0
     if with_corpus:
         assert result["data"]["source"] == "corpus" and not any("corpus" in note for note in result["data"]["fallbacks"])
-        assert result["catalog_tracks"] == 8 + 6 and result["query_tracks"] == 2  # real music + distractors; corpus test tracks only
+        assert result["catalog_tracks"] == 8 + 5 and result["query_tracks"] == 2  # real music + distractors; corpus test tracks only
+        assert result["data"]["generated_tracks"] == 5
     else:
         assert result["data"]["source"] == "generated" and "NOTE audio: no real-music corpus" in out
         assert result["catalog_tracks"] == 6
         trained = Path(result["checkpoint"])
-        assert trained.is_file() and trained.parent.parent.name == "embedder-generated"
+        assert trained.is_file() and trained.parent.parent.name == "embedder-generated-6x8s"
         assert (tmp_path / "reports" / "training_history.png").stat().st_size > 0
 
 

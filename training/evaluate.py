@@ -247,6 +247,11 @@ def main(args: argparse.Namespace) -> int:
     missing_audio = sorted(set(query_ids) - set(audio_paths))
     if missing_audio:
         raise SystemExit(f"{len(missing_audio)} query tracks have no audio under {', '.join(map(str, args.audio_root))}, e.g. {missing_audio[:5]}")
+    # Codes left from tracks since removed (a corpus rebuild drops near-duplicates) must not stay in the catalog.
+    stale = sorted(set(tracks) - set(audio_paths))
+    if stale:
+        print(f"NOTE {len(stale)} tokenized tracks have no audio under the audio roots and are left out of the catalog, e.g. {stale[:3]}")
+        tracks = {t: files for t, files in tracks.items() if t in audio_paths}
     if args.protocol == "cross_chunk":
         query_ids = [t for t in query_ids if len(tracks[t]) > 1]
         if not query_ids:

@@ -31,8 +31,8 @@ CORPUS = Path(CorpusConfig.output_dir)
 @dataclass
 class PipelineConfig:
     work_dir: Path
-    tracks: int  # generated tracks: the whole data set without a corpus, distractors with one
-    seconds: float
+    tracks: int  # generated tracks that are the whole data set where no corpus is installed
+    seconds: float  # length of each generated track
     views_per_track: int | None  # None: the training config's views.per_track
     n_quantizers: int
     epochs: int | None
@@ -44,6 +44,7 @@ class PipelineConfig:
     seed: int = 42
     corpus: Path | None = CORPUS  # used when its manifest exists
     checkpoint: Path | None = None  # an embedder trained elsewhere (e.g. on a GPU): no views, no training
+    distractors: int = 1000  # generated tracks added to the corpus's catalog
 
 
 @dataclass
@@ -104,7 +105,7 @@ def resolve_sources(cfg: PipelineConfig) -> tuple[str, Path | None, list[str]]:
     notes = [note] if note else []
     corpus = cfg.corpus if cfg.corpus is not None and (cfg.corpus / MANIFEST).is_file() else None
     if cfg.corpus is not None and corpus is None:
-        notes.append(f"audio: no real-music corpus at {cfg.corpus} (python -m training corpus installs it); using {cfg.tracks} generated tracks")
+        notes.append(f"audio: no real-music corpus at {cfg.corpus} (make corpus installs it); using {cfg.tracks} generated tracks of {cfg.seconds:g} s")
     for note in notes:
         print(f"NOTE {note}", flush=True)
     return moss, corpus, notes
@@ -113,13 +114,16 @@ def resolve_sources(cfg: PipelineConfig) -> tuple[str, Path | None, list[str]]:
 def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
     moss, corpus, notes = resolve_sources(cfg)
     moss_argv = ["--moss-config", moss, "--device", cfg.device, "--n-quantizers", str(cfg.n_quantizers)]
-    generated = cfg.work_dir / "audio"
-    base = cfg.work_dir / f"{tokenizer_tag(moss)}-q{cfg.n_quantizers}"
-    run_step("synth", "training.synth", ["--out", str(generated), "--tracks", str(cfg.tracks), "--seconds", str(cfg.seconds), "--seed", str(cfg.seed)], timings)
-    run_step("tokenize", "training.tokenize", ["--input-root", str(generated), "--output-root", str(base / "tokens" / "generated"), *moss_argv], timings)
-    audio_roots, tokens_roots = [generated], [base / "tokens" / "generated"]
     source = "corpus" if corpus else "generated"
-    splits = base / f"splits-{source}"
+    # Named by count and length, so a set of another size never mixes its tracks or codes into this one.
+    count = cfg.distractors if corpus else cfg.tracks
+    name = f"generated-{count}x{cfg.seconds:g}s"
+    generated = cfg.work_dir / name
+    base = cfg.work_dir / f"{tokenizer_tag(moss)}-q{cfg.n_quantizers}"
+    run_step("synth", "training.synth", ["--out", str(generated), "--tracks", str(count), "--seconds", str(cfg.seconds), "--seed", str(cfg.seed)], timings)
+    run_step("tokenize", "training.tokenize", ["--input-root", str(generated), "--output-root", str(base / "tokens" / name), *moss_argv], timings)
+    audio_roots, tokens_roots = [generated], [base / "tokens" / name]
+    splits = base / f"splits-{source if corpus else name}"
     if corpus is not None:
         run_step("tokenize-corpus", "training.tokenize", ["--input-root", str(corpus / "audio"), "--output-root", str(base / "tokens" / "corpus"), *moss_argv], timings)
         audio_roots.insert(0, corpus / "audio")
@@ -134,8 +138,8 @@ def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
         run_step("splits", "training.splits", ["--tokens-root", str(tokens_roots[0]), "--output-root", str(splits), "--val-ratio", str(cfg.val_ratio),
                                                "--test-ratio", str(cfg.test_ratio), "--seed", str(cfg.seed)], timings)
         corpus_tracks = 0
-    checkpoint = cfg.checkpoint or train_embedder(cfg, source, moss, audio_roots[0], tokens_roots[0], splits, base / f"embedder-{source}", timings)
-    return DataSet(audio_roots, tokens_roots, splits, checkpoint, moss, source, base.name, corpus_tracks, cfg.tracks, notes)
+    checkpoint = cfg.checkpoint or train_embedder(cfg, source, moss, audio_roots[0], tokens_roots[0], splits, base / f"embedder-{source if corpus else name}", timings)
+    return DataSet(audio_roots, tokens_roots, splits, checkpoint, moss, source, base.name, corpus_tracks, count, notes)
 
 
 def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tokens: Path, splits: Path, work: Path, timings: dict[str, float]) -> Path:

@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="real-music corpus (manifest.csv + audio/); generated audio alone where it is missing")
     parser.add_argument("--moss-config", default=str(TRAINED_TOKENIZER), help="tokenizer: a weights folder or a preset; a missing folder falls back to tiny")
     parser.add_argument("--checkpoint", type=Path, default=None, help="evaluate this embedder checkpoint instead of training one")
-    parser.add_argument("--tracks", type=int, default=1000, help="generated tracks: distractors with the corpus, the whole data set without it")
+    parser.add_argument("--distractors", type=int, default=1000, help="generated tracks added to the corpus's catalog")
+    parser.add_argument("--tracks", type=int, default=300,
+                        help="generated tracks that are the data set where no corpus is installed (80/10/10 split; sized for CPU minutes with moss-small)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each generated track")
     parser.add_argument("--views-per-track", type=int, default=None, help="override the training config's views.per_track")
     parser.add_argument("--n-quantizers", type=int, default=8, help="RVQ levels tokenized; the embedder reads the first n_levels (8)")
@@ -44,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(
         work_dir=args.work_dir, tracks=args.tracks, seconds=args.seconds, views_per_track=args.views_per_track,
         n_quantizers=args.n_quantizers, epochs=args.epochs, val_ratio=0.1, test_ratio=0.1, train_config=args.train_config,
-        moss_config=args.moss_config, device=args.device, seed=args.seed, corpus=args.corpus, checkpoint=args.checkpoint,
+        moss_config=args.moss_config, device=args.device, seed=args.seed, corpus=args.corpus, checkpoint=args.checkpoint, distractors=args.distractors,
     )
     timings: dict[str, float] = {}
     data = prepare_data(cfg, timings)
