@@ -70,6 +70,8 @@ def package(tmp_path_factory: pytest.TempPathFactory, music: dict[str, np.ndarra
     # A 4-s fanfare padded with silence to 16 s: long as a file, short as music.
     fanfare = np.concatenate((b[: 4 * SAMPLE_RATE], np.zeros(12 * SAMPLE_RATE, np.float32)))
     sf.write(root / "sounds" / "fanfare.ogg", fanfare, SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    dither = 1e-5 * np.random.default_rng(1).standard_normal(12 * SAMPLE_RATE).astype(np.float32)  # -100 dBFS
+    sf.write(root / "sounds" / "silence.ogg", dither, SAMPLE_RATE, format="OGG", subtype="VORBIS")
     (root / "sounds" / "other_copy.mp3").write_bytes((root / "music" / "other.mp3").read_bytes())
     (root / "music" / "broken.ogg").write_bytes(np.random.default_rng(0).bytes(5000))
     os.symlink("../music/other.mp3", root / "sounds" / "link.mp3")
@@ -112,11 +114,12 @@ def test_build_keeps_music_and_reports_every_drop(package: tuple[Path, Path], bu
     assert sorted(p.name for p in (out / "audio").iterdir()) == ["testgame-other.wav", "testgame-theme-a.wav"]
 
     dropped = {Path(row["source_path"]).name: row for row in _rows(out / "dropped.csv")}
-    assert set(dropped) == {"theme_a_loop.ogg", "click.ogg", "fanfare.ogg", "other_copy.mp3", "link.mp3", "broken.ogg"}
+    assert set(dropped) == {"theme_a_loop.ogg", "click.ogg", "fanfare.ogg", "silence.ogg", "other_copy.mp3", "link.mp3", "broken.ogg"}
     assert dropped["click.ogg"]["reason"] == "short" and float(dropped["click.ogg"]["duration_s"]) == pytest.approx(2.0, abs=0.01)
     fanfare = dropped["fanfare.ogg"]
     assert fanfare["reason"] == "short" and float(fanfare["duration_s"]) == pytest.approx(16.0, abs=0.01)
     assert float(fanfare["audible_s"]) == pytest.approx(4.0, abs=0.3)
+    assert dropped["silence.ogg"]["reason"] == "short" and float(dropped["silence.ogg"]["audible_s"]) == 0.0
     assert dropped["other_copy.mp3"]["reason"] == "duplicate-of testgame-other"
     assert dropped["link.mp3"]["reason"] == "duplicate-of testgame-other"
     assert dropped["broken.ogg"]["reason"].startswith("unreadable: ") and "broken.ogg" in dropped["broken.ogg"]["reason"]
@@ -124,7 +127,7 @@ def test_build_keeps_music_and_reports_every_drop(package: tuple[Path, Path], bu
     assert loop_reason.startswith("near-duplicate-of testgame-theme-a (similarity ")
     assert float(loop_reason.rsplit(" ", 1)[1].rstrip(")")) >= 0.8
 
-    assert summary["tracks"] == 2 and summary["dropped"] == {"short": 2, "duplicate": 2, "near-duplicate": 1, "unreadable": 1}
+    assert summary["tracks"] == 2 and summary["dropped"] == {"short": 3, "duplicate": 2, "near-duplicate": 1, "unreadable": 1}
     assert summary["per_package"][GAME]["minutes"] == pytest.approx(2 * SECONDS / 60, abs=0.01)
     assert json.loads((out / "summary.json").read_text()) == summary
     assert (out / "similarity.png").stat().st_size > 0

@@ -22,17 +22,19 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
 
 
-def audible_seconds(x: np.ndarray, sr: int, range_db: float = 50.0, block_s: float = 0.1) -> float:
-    """From the first to the last ``block_s`` block within ``range_db`` of the loudest one: a jingle
-    padded with silence to a round length counts by its sound, not its file."""
+def audible_seconds(x: np.ndarray, sr: int, range_db: float = 50.0, floor_dbfs: float = -70.0, block_s: float = 0.1) -> float:
+    """From the first to the last ``block_s`` block within ``range_db`` of the loudest one and above
+    ``floor_dbfs``: a jingle padded with silence to a round length counts by its sound, not its file,
+    and a file of near-silence (dither at -100 dBFS) by nothing."""
     block = max(1, int(round(block_s * sr)))
     usable = x.size // block * block
     if usable == 0:
         return 0.0
     power = np.mean(np.square(x[:usable].reshape(-1, block), dtype=np.float64), axis=1)
-    if power.max() <= 0.0:
+    threshold = max(power.max() * 10.0 ** (-range_db / 10.0), 10.0 ** (floor_dbfs / 10.0))
+    audible = np.flatnonzero(power >= threshold)
+    if audible.size == 0:
         return 0.0
-    audible = np.flatnonzero(power >= power.max() * 10.0 ** (-range_db / 10.0))
     return float((audible[-1] - audible[0] + 1) * block / sr)
 
 

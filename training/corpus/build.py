@@ -50,7 +50,7 @@ MANIFEST_COLUMNS = ("track_id", "package", "source_path", "duration_s", "licence
 DROPPED = "dropped.csv"
 DROPPED_COLUMNS = ("track_id", "package", "source_path", "duration_s", "audible_s", "reason")
 SUMMARY = "summary.json"
-ANALYSIS = "corpus-v3"  # what a cache file holds; with the fingerprint's tag, says whether it is current
+ANALYSIS = "corpus-v4"  # what a cache file holds; with the fingerprint's tag, says whether it is current
 SIMILARITIES = "similarity.npz"  # every compared pair: kept for inspection and reused by reruns
 CLOSEST_PAIRS = 15
 
