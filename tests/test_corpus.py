@@ -19,7 +19,7 @@ from training.corpus.config import CorpusConfig, NearDuplicateConfig, load_corpu
 from training.corpus.fingerprint import FingerprintConfig, fingerprint, similarity
 from training.corpus.licence import licence_for
 from training.corpus.pack import folder_bytes, pack_order
-from training.corpus.sources import list_package
+from training.corpus.sources import Source, list_package, track_ids
 from training.music import synthesize_track
 
 GAME = "testgame-music"
@@ -171,8 +171,6 @@ def test_pk3_members_are_sources_with_the_copyright_of_their_unpacked_path(tmp_p
 
 def test_colliding_names_take_their_folder() -> None:
     paths = [Path("/nonexistent/a/track1.ogg"), Path("/nonexistent/b/track1.ogg"), Path("/nonexistent/b/Track 2.ogg")]
-    from training.corpus.sources import Source, track_ids
-
     ids = track_ids("drascula-music", [Source("drascula-music", p) for p in paths])
     assert sorted(ids.values()) == ["drascula-a-track1", "drascula-b-track1", "drascula-track-2"]
 
