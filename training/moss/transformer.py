@@ -31,6 +31,7 @@ class Patch(nn.Module):
 class LayerScale(nn.Module):
     def __init__(self, dim: int, init: float) -> None:
         super().__init__()
+        self.init = init  # kept: models built on the meta device are filled later (init_codec_weights)
         self.scale = nn.Parameter(torch.full((dim,), init))
 
     def forward(self, x: Tensor) -> Tensor:

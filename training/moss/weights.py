@@ -142,7 +142,7 @@ def init_codec_weights(model: MossCodec, seed: int) -> None:
                 module.weight.fill_(1.0)
                 module.bias.zero_()
             elif isinstance(module, LayerScale):
-                module.scale.fill_(_layer_scale(model.config))
+                module.scale.fill_(module.init)
             elif isinstance(module, PointwiseConv):
                 weight = module.parametrizations.weight
                 fan_in = weight.original1.shape[1]
@@ -151,10 +151,6 @@ def init_codec_weights(model: MossCodec, seed: int) -> None:
                 module.bias.zero_()
             elif isinstance(module, nn.Embedding):
                 module.weight.normal_(0.0, 1.0, generator=generator)
-
-
-def _layer_scale(config: MossConfig) -> float:
-    return next(stage.layer_scale for _, stage in config.transformers)
 
 
 def read_encode_tensors(folder: str | Path, prefixes: tuple[str, ...] = ENCODE_PREFIXES) -> dict[str, Tensor]:
