@@ -190,7 +190,8 @@ def test_similarity_finds_shifted_excerpts_and_separates_different_music(music: 
     assert similarity(fp_a, fingerprint(b, cfg), window_frames=24)[0] < 0.5
 
 
-def test_pack_respects_its_budget_and_spreads_over_packages(tmp_path: Path, music: dict[str, np.ndarray]) -> None:
+def _small_corpus(tmp_path: Path, music: dict[str, np.ndarray]) -> tuple[Path, list[tuple[str, ...]]]:
+    """Six 10-s tracks over three packages, five train and one test."""
     corpus = tmp_path / "corpus"
     (corpus / "audio").mkdir(parents=True)
     rows = []
@@ -200,7 +201,11 @@ def test_pack_respects_its_budget_and_spreads_over_packages(tmp_path: Path, musi
         rows.append((track_id, f"game{index % 3}-music", f"/x/{index}.ogg", "10.000", "GPL-2+", "train" if index < 5 else "test", f"audio/{track_id}.wav"))
     with open(corpus / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("track_id", "package", "source_path", "duration_s", "licence", "split", "path"), *rows])
+    return corpus, rows
 
+
+def test_pack_respects_its_budget_and_spreads_over_packages(tmp_path: Path, music: dict[str, np.ndarray]) -> None:
+    corpus, rows = _small_corpus(tmp_path, music)
     order = [row["track_id"] for row in pack_order([dict(zip(("track_id", "package"), r)) for r in rows[:5]], seed=3)]
     assert len({track_id.split("-")[0] for track_id in order[:3]}) == 3  # one of each package first
 
@@ -221,3 +226,44 @@ def test_cli_refuses_a_package_outside_the_config(capsys: pytest.CaptureFixture[
     assert "wesnoth-1.16-music" in load_corpus_config().packages
     with pytest.raises(SystemExit, match="not-a-music-package not in the config's packages"):
         run_module("training.corpus.build", ["--packages", "not-a-music-package", "--no-install"])
+
+
+def test_packs_after_packs_carry_the_whole_corpus_and_unpack_into_one(tmp_path: Path, music: dict[str, np.ndarray]) -> None:
+    corpus, rows = _small_corpus(tmp_path, music)
+    packs: list[Path] = []
+    while len(packs) < 10:
+        out = tmp_path / f"pack{len(packs)}"
+        argv = ["--corpus", str(corpus), "--split", "all", "--codec", "opus", "--compression-level", "0.94", "--out", str(out), "--max-mb", "0.06",
+                "--after", *map(str, packs)]
+        try:
+            assert run_module("training.corpus.pack", argv) == 0
+        except SystemExit as stop:
+            assert "already" in str(stop)
+            break
+        packs.append(out)
+    assert len(packs) > 1  # the budget holds fewer than all six tracks
+    in_packs = [row["track_id"] for pack in packs for row in _rows(pack / "manifest.csv")]
+    assert sorted(in_packs) == sorted(r[0] for r in rows)  # every track in exactly one pack, the test one too
+    info = sf.info(str(packs[0] / _rows(packs[0] / "manifest.csv")[0]["path"]))
+    assert (info.format, info.subtype, info.samplerate, info.channels) == ("OGG", "OPUS", SAMPLE_RATE, 1)
+
+    merged = tmp_path / "merged"
+    assert run_module("training.corpus.unpack", [*map(str, packs), "--corpus", str(merged)]) == 0
+    assert run_module("training.corpus.unpack", [str(packs[0]), "--corpus", str(merged)]) == 0  # again: nothing changes
+    manifest = _rows(merged / "manifest.csv")
+    assert [row["track_id"] for row in manifest] == sorted(r[0] for r in rows)
+    assert {row["track_id"]: row["split"] for row in manifest} == {r[0]: r[5] for r in rows}
+    for row in manifest:
+        decoded, rate = sf.read(merged / row["path"])
+        assert rate == SAMPLE_RATE and abs(decoded.size - 10 * SAMPLE_RATE) <= 1920
+
+    clash = tmp_path / "clash"
+    shutil.copytree(packs[0], clash)
+    first = _rows(clash / "manifest.csv")[0]
+    (clash / first["path"]).rename(clash / "audio" / "renamed.ogg")
+    with open(clash / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(first))
+        writer.writeheader()
+        writer.writerow({**first, "path": "audio/renamed.ogg"})
+    with pytest.raises(SystemExit, match="already in .* from other files"):
+        run_module("training.corpus.unpack", [str(clash), "--corpus", str(merged)])

@@ -192,3 +192,18 @@ def test_layout_sweep_reports_recall_size_and_build_time_per_layout(generated: P
         assert row["bytes_per_minute"] == pytest.approx(row["rows_per_minute"] * 16 * 4, rel=1e-3)
         assert row["within_budget"] is (row["bytes_per_minute"] <= 16 * 1024) and row["build_seconds_per_minute"] > 0
     assert report.with_suffix(".png").stat().st_size > 0
+
+
+def test_quality_prepare_only_tokenizes_and_stops(generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The GPU machine's per-pack step: corpus and distractors tokenized, no views, no embedder, no report."""
+    corpus = _fake_corpus(generated, tmp_path)
+    work, report = tmp_path / "work", tmp_path / "reports" / "quality.json"
+    assert run_module("training.quality", [
+        "--work-dir", str(work), "--report", str(report), "--corpus", str(corpus), "--moss-config", "tiny", "--prepare-only",
+        "--distractors", "3", "--seconds", "8", "--device", "cpu",
+    ]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["prepared"]["corpus_tracks"] == 8 and printed["prepared"]["generated_tracks"] == 3
+    tokens = sorted(Path(root) for root in printed["tokens"])
+    assert [len(list(root.glob("*.npz"))) for root in tokens] == [8, 3]
+    assert not report.exists() and not list(work.rglob("views")) and not list(work.rglob("*.pt"))

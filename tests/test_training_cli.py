@@ -11,7 +11,7 @@ from common.cli import run_module
 from common.metrics_db import connect, run_query
 from common.yaml_config import load_yaml, save_yaml
 from training.token_files import list_token_paths, load_token_file
-from training.train import TrainConfig
+from training.train import TrainConfig, finished_epochs
 
 TRACKS = 12
 
@@ -86,6 +86,12 @@ def test_splits_views_train_evaluate(catalog: Path, tokens: Path, tmp_path: Path
     history = json.loads((checkpoints / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert (checkpoints / "best.pt").exists() and (checkpoints / "history.png").stat().st_size > 0
+    # A run cut off after epoch 2 of 3 continues from last.pt (what make quality does on a GPU call's time limit).
+    assert finished_epochs(checkpoints) == 2
+    cfg.optim.epochs = 3
+    save_yaml(cfg, tmp_path / "train.yaml")
+    assert run_module("training.train", ["--config", str(tmp_path / "train.yaml"), "--device", "cpu", "--resume", str(checkpoints / "last.pt")]) == 0
+    assert [h["epoch"] for h in json.loads((checkpoints / "history.json").read_text())] == [1, 2, 3] and finished_epochs(checkpoints) == 3
 
     report = tmp_path / "quality.json"
     assert run_module("training.evaluate", [

@@ -16,7 +16,8 @@ COMMANDS = {
     "codec-train": Command("training.codec.train", "train a MOSS-architecture codec from scratch on real music (resumable slices)"),
     "codec-export": Command("training.codec.export", "codec-train state -> official-layout config.json + model.safetensors"),
     "corpus": Command("training.corpus.build", "Debian's free game music -> deduplicated 24 kHz mono WAV corpus with manifest and splits"),
-    "corpus-pack": Command("training.corpus.pack", "a split of the corpus as compact OGG Vorbis within a size budget, for a GPU machine"),
+    "corpus-pack": Command("training.corpus.pack", "a split (or all) of the corpus as compact Ogg Vorbis/Opus within a size budget, for a GPU machine"),
+    "corpus-unpack": Command("training.corpus.unpack", "merge corpus packs into one corpus folder (manifest.csv + audio/)"),
     "quality": Command("training.quality", "corpus (or generated) audio -> tokenize -> splits -> views -> train -> evaluate: reports/quality.json"),
 }
 

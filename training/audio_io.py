@@ -139,13 +139,17 @@ def list_audio_files(root: str | Path) -> list[Path]:
 
 # libsndfile 1.2's Vorbis encoder crashes the process (SIGSEGV) on one long write (seen with 3 min of
 # 24 kHz mono in a single sf.write); writing in blocks of this many samples encodes the same stream.
-VORBIS_WRITE_BLOCK = 10 * SAMPLE_RATE
+OGG_WRITE_BLOCK = 10 * SAMPLE_RATE
+OGG_CODECS = ("vorbis", "opus")
 
 
-def write_vorbis(target, x: np.ndarray, sr: int = SAMPLE_RATE, compression_level: float = 0.7) -> None:
-    """Mono Ogg Vorbis to a path or a binary file object; quality = 1 - ``compression_level`` (0..1)."""
+def write_ogg(target, x: np.ndarray, sr: int = SAMPLE_RATE, compression_level: float = 0.7, codec: str = "vorbis") -> None:
+    """Mono Ogg Vorbis or Opus to a path or a binary file object. libsndfile maps ``compression_level``
+    (0..1) to Vorbis quality 1 - level, and to Opus bitrate falling with the level (0.94: about 22 kbit/s
+    for 24 kHz mono music); Opus takes 8, 12, 16, 24 or 48 kHz only."""
+    if codec not in OGG_CODECS:
+        raise ValueError(f"codec {codec!r}: expected one of {OGG_CODECS}")
     x = np.asarray(x, dtype=np.float32)
-    with sf.SoundFile(target, "w", sr, 1, format="OGG", subtype="VORBIS", compression_level=compression_level) as handle:
-        for start in range(0, x.size, VORBIS_WRITE_BLOCK):
-            handle.write(x[start : start + VORBIS_WRITE_BLOCK])
-
+    with sf.SoundFile(target, "w", sr, 1, format="OGG", subtype=codec.upper(), compression_level=compression_level) as handle:
+        for start in range(0, x.size, OGG_WRITE_BLOCK):
+            handle.write(x[start : start + OGG_WRITE_BLOCK])

@@ -20,7 +20,7 @@ from training.corpus.build import MANIFEST
 from training.corpus.config import CorpusConfig
 from training.moss.config import PRESETS
 from training.splits import manifest_splits, write_splits
-from training.train import TrainConfig
+from training.train import TrainConfig, finished_epochs
 
 TRAINED_TOKENIZER = Path("models/moss-small")
 # The training config per audio source: real music with the trained tokenizer, or generated tracks.
@@ -45,6 +45,8 @@ class PipelineConfig:
     corpus: Path | None = CORPUS  # used when its manifest exists
     checkpoint: Path | None = None  # an embedder trained elsewhere (e.g. on a GPU): no views, no training
     distractors: int = 1000  # generated tracks added to the corpus's catalog
+    # Tokenize (corpus and distractors) and stop: for a machine that receives the corpus in parts.
+    prepare_only: bool = False
 
 
 @dataclass
@@ -54,7 +56,7 @@ class DataSet:
     audio_roots: list[Path]
     tokens_roots: list[Path]
     splits: Path
-    checkpoint: Path
+    checkpoint: Path | None  # None after a prepare_only run
     moss_config: str
     source: str  # "corpus" or "generated"
     tag: str  # names the folder of everything made with this tokenizer and level count
@@ -138,7 +140,8 @@ def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
         run_step("splits", "training.splits", ["--tokens-root", str(tokens_roots[0]), "--output-root", str(splits), "--val-ratio", str(cfg.val_ratio),
                                                "--test-ratio", str(cfg.test_ratio), "--seed", str(cfg.seed)], timings)
         corpus_tracks = 0
-    checkpoint = cfg.checkpoint or train_embedder(cfg, source, moss, audio_roots[0], tokens_roots[0], splits, base / f"embedder-{source if corpus else name}", timings)
+    checkpoint = None if cfg.prepare_only else cfg.checkpoint or train_embedder(
+        cfg, source, moss, audio_roots[0], tokens_roots[0], splits, base / f"embedder-{source if corpus else name}", timings)
     return DataSet(audio_roots, tokens_roots, splits, checkpoint, moss, source, base.name, corpus_tracks, count, notes)
 
 
@@ -158,6 +161,9 @@ def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tok
     config_path = checkpoints / "train.yaml"
     save_yaml(train_cfg, config_path)
     run_step("views", "training.views", ["--config", str(config_path), "--device", cfg.device], timings)
-    if not (checkpoints / "best.pt").exists():
-        run_step("train", "training.train", ["--config", str(config_path), "--device", cfg.device], timings)
+    done = finished_epochs(checkpoints)
+    # A run cut off (a GPU call's time limit) continues from its last epoch instead of starting over.
+    if done < train_cfg.optim.epochs:
+        resume = ["--resume", str(checkpoints / "last.pt")] if done else []
+        run_step("train", "training.train", ["--config", str(config_path), "--device", cfg.device, *resume], timings)
     return checkpoints / "best.pt"

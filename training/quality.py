@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries-per-track", type=int, default=1, help="excerpts per test track, condition and length (scale up for tighter numbers)")
     parser.add_argument("--max-query-tracks", type=int, default=60,
                         help="query a seeded sample of this many test tracks (0: all); 60 x 9 conditions x 4 lengths keeps CPU evaluation to minutes")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="tokenize the corpus and the distractors, then stop (a GPU machine that receives the corpus in parts calls this after each)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--eval-seed", type=int, default=1234, help="seed of the query offsets and degradations")
@@ -47,9 +49,13 @@ def main(args: argparse.Namespace) -> int:
         work_dir=args.work_dir, tracks=args.tracks, seconds=args.seconds, views_per_track=args.views_per_track,
         n_quantizers=args.n_quantizers, epochs=args.epochs, val_ratio=0.1, test_ratio=0.1, train_config=args.train_config,
         moss_config=args.moss_config, device=args.device, seed=args.seed, corpus=args.corpus, checkpoint=args.checkpoint, distractors=args.distractors,
+        prepare_only=args.prepare_only,
     )
     timings: dict[str, float] = {}
     data = prepare_data(cfg, timings)
+    if data.checkpoint is None:
+        print(json.dumps({"prepared": data.describe(), "tokens": [str(root) for root in data.tokens_roots], "seconds_per_step": timings}))
+        return 0
     run_step("evaluate", "training.evaluate", [
         "--checkpoint", str(data.checkpoint), "--split", "test", "--use-faiss", "--output-json", str(args.report), "--plot", str(args.plot),
         "--tokens-root", *map(str, data.tokens_roots), "--splits-root", str(data.splits), "--audio-root", *map(str, data.audio_roots),

@@ -10,7 +10,7 @@ import io
 import numpy as np
 import soundfile as sf
 
-from training.audio_io import SAMPLE_RATE, write_vorbis
+from training.audio_io import SAMPLE_RATE, write_ogg
 from training.dsp import fit_peak
 
 
@@ -25,7 +25,7 @@ def ogg_roundtrip(x: np.ndarray, quality: float, sr: int = SAMPLE_RATE) -> np.nd
     if not 0.0 <= quality <= 1.0:
         raise ValueError(f"quality must be in [0, 1], got {quality}")
     buffer = io.BytesIO()
-    write_vorbis(buffer, x, sr, compression_level=1.0 - quality)
+    write_ogg(buffer, x, sr, compression_level=1.0 - quality)
     buffer.seek(0)
     y, _ = sf.read(buffer, dtype="float32")
     # libsndfile 1.2 returns exactly the frames written (checked for 1 to 77,777 samples); the trim/pad

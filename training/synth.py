@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import multiprocessing
+import os
 from pathlib import Path
 
 import soundfile as sf
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracks", type=int, required=True, help="number of tracks")
     parser.add_argument("--seconds", type=float, required=True, help="duration of every track")
     parser.add_argument("--seed", type=int, default=0, help="catalog seed; track i is seeded by (seed, i)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel processes")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: one per core)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -125,6 +125,12 @@ def save_checkpoint(path: Path, model: TokenEmbedder, cfg: TrainConfig, epoch: i
     torch.save({"model": model.state_dict(), "model_config": to_dict(cfg.model), "train_config": to_dict(cfg), "epoch": epoch, **extra}, path)
 
 
+def finished_epochs(output_dir: Path) -> int:
+    """Epochs a training run in ``output_dir`` has completed (0 where none has started); its last.pt resumes it."""
+    path = Path(output_dir) / "history.json"
+    return len(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() and (Path(output_dir) / "last.pt").is_file() else 0
+
+
 def load_embedder(checkpoint: str | Path, device: torch.device | str = "cpu") -> TokenEmbedder:
     state = torch.load(checkpoint, map_location=device, weights_only=False)
     model = TokenEmbedder(EmbedderConfig(**state["model_config"]))

@@ -1,14 +1,16 @@
-"""``python -m training corpus-pack``: one split of the corpus as compact OGG Vorbis, within a size budget.
+"""``python -m training corpus-pack``: one split (or all) of the corpus as compact Ogg audio, within a size budget.
 
-For carrying training audio to a GPU machine, whose transfers hold 64 MiB. Tracks are taken in a
-seeded order spread over packages (each package's tracks shuffled, then one from each package in
-turn, packages in a shuffled order) and encoded as 24 kHz mono Vorbis until the next one would
-exceed ``--max-mb``. libsndfile sets Vorbis quality to ``1 - compression_level``, on Vorbis's
-0..1 scale (oggenc's -q 0..10 divided by 10): the default 0.7 is -q 3, about 45-60 kbit/s for
-24 kHz mono music, so 48 MiB hold roughly two hours.
+For carrying audio to a GPU machine, whose transfers hold 64 MiB. Tracks are taken in a seeded order
+spread over packages (each package's tracks shuffled, then one from each package in turn, packages in
+a shuffled order) and encoded as 24 kHz mono Vorbis or Opus until the next one would exceed
+``--max-mb``; ``--after`` skips the tracks of earlier packs, so a corpus larger than one transfer goes
+over in several packs (``corpus-unpack`` merges them there). libsndfile sets Vorbis quality to
+``1 - compression_level`` (oggenc's -q 0..10 divided by 10): the default 0.7 is -q 3, about
+45-60 kbit/s for 24 kHz mono music, roughly two hours in 48 MiB; Opus at level 0.94 is about 22 kbit/s,
+about five hours in 48 MiB.
 
 Writes ``OUT/audio/<track_id>.ogg`` and ``OUT/manifest.csv`` (the corpus manifest's columns, with
-``path`` pointing at the OGG file). Packing again into the same folder replaces the earlier pack.
+``path`` pointing at the Ogg file). Packing again into the same folder replaces the earlier pack.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from training.audio_io import SAMPLE_RATE, AudioError, load_audio, write_vorbis
+from training.audio_io import OGG_CODECS, SAMPLE_RATE, AudioError, load_audio, write_ogg
 from training.corpus.build import MANIFEST, MANIFEST_COLUMNS
 from training.splits import SPLIT_NAMES
 
@@ -30,12 +32,14 @@ MIB = 1 << 20
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", type=Path, default=Path("artifacts/corpus"), help="corpus folder (default: %(default)s)")
-    parser.add_argument("--split", choices=SPLIT_NAMES, default="train", help="which split to pack (default: %(default)s)")
+    parser.add_argument("--split", choices=(*SPLIT_NAMES, "all"), default="train", help="which split to pack, or all (default: %(default)s)")
+    parser.add_argument("--after", type=Path, nargs="*", default=[], help="earlier packs: their tracks are left out of this one")
+    parser.add_argument("--codec", choices=OGG_CODECS, default="vorbis", help="Ogg codec (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="pack folder (created; an earlier pack there is replaced)")
     parser.add_argument("--max-mb", type=float, default=48.0, help="size budget of the whole folder in MiB (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the track order (default: %(default)s)")
     parser.add_argument("--compression-level", type=float, default=0.7,
-                        help="libsndfile Vorbis compression level in [0, 1]; quality = 1 - level (default: %(default)s, i.e. -q 3)")
+                        help="libsndfile compression level in [0, 1]: Vorbis quality = 1 - level; Opus bitrate falls with it (default: %(default)s, Vorbis -q 3)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -44,16 +48,22 @@ def main(args: argparse.Namespace) -> int:
     if not 0 <= args.compression_level <= 1:
         raise SystemExit("--compression-level must be in [0, 1]")
     rows = read_manifest(args.corpus / MANIFEST)
-    chosen = [row for row in rows if row["split"] == args.split]
+    chosen = [row for row in rows if args.split in ("all", row["split"])]
     if not chosen:
         raise SystemExit(f"{args.corpus / MANIFEST}: no tracks in split {args.split!r}")
-    packed = pack(args.corpus, chosen, args.out, int(args.max_mb * MIB), args.seed, args.compression_level)
+    earlier = {row["track_id"] for folder in args.after for row in read_manifest(folder / MANIFEST)}
+    if args.out.resolve() in {folder.resolve() for folder in args.after}:
+        raise SystemExit(f"--out {args.out} is one of the --after packs")
+    todo = [row for row in chosen if row["track_id"] not in earlier]
+    if not todo:
+        raise SystemExit(f"every {args.split} track is in the --after packs already")
+    packed = pack(args.corpus, todo, args.out, int(args.max_mb * MIB), args.seed, args.compression_level, args.codec)
     minutes = sum(float(row["duration_s"]) for row in packed) / 60
-    total = sum(float(row["duration_s"]) for row in chosen) / 60
+    total = sum(float(row["duration_s"]) for row in todo) / 60
     size = folder_bytes(args.out) / MIB
     packages = len({row["package"] for row in packed})
-    print(f"{args.out}: {len(packed)} of {len(chosen)} {args.split} tracks, {minutes:.1f} of {total:.1f} min "
-          f"from {packages} packages, {size:.1f} MiB")
+    print(f"{args.out}: {len(packed)} of {len(todo)} {args.split} tracks not in earlier packs, {minutes:.1f} of {total:.1f} min "
+          f"from {packages} packages, {size:.1f} MiB; {len(todo) - len(packed)} left for another pack")
     return 0
 
 
@@ -84,7 +94,8 @@ def pack_order(rows: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
     return order
 
 
-def pack(corpus: Path, rows: list[dict[str, str]], out: Path, budget_bytes: int, seed: int, compression_level: float) -> list[dict[str, str]]:
+def pack(corpus: Path, rows: list[dict[str, str]], out: Path, budget_bytes: int, seed: int, compression_level: float,
+         codec: str = "vorbis") -> list[dict[str, str]]:
     """Encode tracks in ``pack_order`` until the next would pass the budget; returns their manifest rows."""
     _clear_earlier_pack(out)
     audio = out / "audio"
@@ -96,7 +107,7 @@ def pack(corpus: Path, rows: list[dict[str, str]], out: Path, budget_bytes: int,
     for row in tqdm(pack_order(rows, seed), desc="pack", unit="track", mininterval=1.0):
         target = audio / f"{row['track_id']}.ogg"
         try:
-            size = encode_vorbis(load_audio(corpus / row["path"]), target, compression_level)
+            size = encode_ogg(load_audio(corpus / row["path"]), target, compression_level, codec)
         except AudioError as exc:
             raise SystemExit(f"{row['track_id']}: {exc}") from exc
         if used + size + reserve > budget_bytes:
@@ -104,15 +115,15 @@ def pack(corpus: Path, rows: list[dict[str, str]], out: Path, budget_bytes: int,
             break
         used += size
         packed.append({**row, "path": f"audio/{target.name}"})
-    _write_manifest(out / MANIFEST, packed)
+    write_manifest(out / MANIFEST, packed)
     return packed
 
 
-def encode_vorbis(x, path: Path, compression_level: float) -> int:
-    """24 kHz mono OGG Vorbis at ``compression_level``, written atomically; returns its size in bytes."""
+def encode_ogg(x, path: Path, compression_level: float, codec: str) -> int:
+    """24 kHz mono Ogg ``codec`` at ``compression_level``, written atomically; returns its size in bytes."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        write_vorbis(str(tmp), x, SAMPLE_RATE, compression_level)
+        write_ogg(str(tmp), x, SAMPLE_RATE, compression_level, codec)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -130,7 +141,7 @@ def _clear_earlier_pack(out: Path) -> None:
     shutil.rmtree(out)
 
 
-def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+def write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
         writer.writeheader()
