@@ -19,6 +19,8 @@ import csv
 import os
 import random
 import shutil
+from contextlib import nullcontext
+from multiprocessing import get_context
 from pathlib import Path
 
 from tqdm import tqdm
@@ -34,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", type=Path, default=Path("artifacts/corpus"), help="corpus folder (default: %(default)s)")
     parser.add_argument("--split", choices=(*SPLIT_NAMES, "all"), default="train", help="which split to pack, or all (default: %(default)s)")
     parser.add_argument("--after", type=Path, nargs="*", default=[], help="earlier packs: their tracks are left out of this one")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes (default: one per core)")
     parser.add_argument("--codec", choices=OGG_CODECS, default="vorbis", help="Ogg codec (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="pack folder (created; an earlier pack there is replaced)")
     parser.add_argument("--max-mb", type=float, default=48.0, help="size budget of the whole folder in MiB (default: %(default)s)")
@@ -57,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     todo = [row for row in chosen if row["track_id"] not in earlier]
     if not todo:
         raise SystemExit(f"every {args.split} track is in the --after packs already")
-    packed = pack(args.corpus, todo, args.out, int(args.max_mb * MIB), args.seed, args.compression_level, args.codec)
+    packed = pack(args.corpus, todo, args.out, int(args.max_mb * MIB), args.seed, args.compression_level, args.codec, max(1, args.workers))
     minutes = sum(float(row["duration_s"]) for row in packed) / 60
     total = sum(float(row["duration_s"]) for row in todo) / 60
     size = folder_bytes(args.out) / MIB
@@ -95,8 +98,11 @@ def pack_order(rows: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
 
 
 def pack(corpus: Path, rows: list[dict[str, str]], out: Path, budget_bytes: int, seed: int, compression_level: float,
-         codec: str = "vorbis") -> list[dict[str, str]]:
-    """Encode tracks in ``pack_order`` until the next would pass the budget; returns their manifest rows."""
+         codec: str = "vorbis", workers: int = 1) -> list[dict[str, str]]:
+    """Encode tracks in ``pack_order`` until the next would pass the budget; returns their manifest rows.
+
+    ``workers`` processes encode ahead in that order; what they encoded past the budget is deleted.
+    """
     _clear_earlier_pack(out)
     audio = out / "audio"
     audio.mkdir(parents=True)
@@ -104,19 +110,32 @@ def pack(corpus: Path, rows: list[dict[str, str]], out: Path, budget_bytes: int,
     used = 0
     # The manifest is written last; its size is reserved up front (a generous bound per row).
     reserve = 512 * (len(rows) + 1)
-    for row in tqdm(pack_order(rows, seed), desc="pack", unit="track", mininterval=1.0):
-        target = audio / f"{row['track_id']}.ogg"
-        try:
-            size = encode_ogg(load_audio(corpus / row["path"]), target, compression_level, codec)
-        except AudioError as exc:
-            raise SystemExit(f"{row['track_id']}: {exc}") from exc
-        if used + size + reserve > budget_bytes:
-            target.unlink()
-            break
-        used += size
-        packed.append({**row, "path": f"audio/{target.name}"})
+    order = pack_order(rows, seed)
+    tasks = [(corpus / row["path"], audio / f"{row['track_id']}.ogg", compression_level, codec) for row in order]
+    with get_context("spawn").Pool(workers) if workers > 1 else nullcontext() as pool:
+        sizes = pool.imap(_encode_task, tasks) if pool else map(_encode_task, tasks)
+        for row, size in tqdm(zip(order, sizes), total=len(order), desc="pack", unit="track", mininterval=1.0):
+            if isinstance(size, str):
+                raise SystemExit(f"{row['track_id']}: {size}")
+            if used + size + reserve > budget_bytes:
+                break
+            used += size
+            packed.append({**row, "path": f"audio/{row['track_id']}.ogg"})
+    kept = {Path(row["path"]).name for row in packed}
+    for extra in audio.iterdir():
+        if extra.name not in kept:
+            extra.unlink()
     write_manifest(out / MANIFEST, packed)
     return packed
+
+
+def _encode_task(task: tuple[Path, Path, float, str]) -> int | str:
+    """A pool task: the encoded size, or the reason the source could not be read."""
+    source, target, compression_level, codec = task
+    try:
+        return encode_ogg(load_audio(source), target, compression_level, codec)
+    except AudioError as exc:
+        return str(exc)
 
 
 def encode_ogg(x, path: Path, compression_level: float, codec: str) -> int:
