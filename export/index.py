@@ -1,7 +1,8 @@
 """`python -m export index`: embed the catalog through the exported ONNX embedder and build the FAISS index.
 
-Segments are the same 10-s windows (50 % overlap) the model was evaluated on; every segment row
-maps to its track, and search results are fused per track. `--add` appends tracks that are not
+Segments are the catalog windows the embedder was trained and evaluated with (its checkpoint's
+``catalog`` layout: window, hop, and whether each window's audio is tokenized alone); every segment
+row maps to its track, and search results are fused per track. `--add` appends tracks that are not
 yet in an existing catalog without rebuilding it.
 """
 from __future__ import annotations
@@ -17,9 +18,13 @@ import numpy as np
 from common.cli import run_module
 from common.metrics_target import add_metrics_arguments, metrics_target
 from export.catalog_index import INDEX_TYPES, add_to_catalog, build_index, load_catalog, sha256_file, write_catalog
-from training.dataset import build_catalog
+from training.audio_io import list_audio_files
+from training.dataset import CatalogConfig, ClipEncoder, build_catalog
+from training.encode import clip_encoder
+from training.moss.weights import build_encoder
 from training.retrieval import EmbedFn, embed_sequences
 from training.token_files import TokenFile, load_tracks
+from training.train import trained_layout
 
 
 def onnx_embed_fn(onnx_path: Path) -> EmbedFn:
@@ -33,14 +38,24 @@ def onnx_embed_fn(onnx_path: Path) -> EmbedFn:
     return embed
 
 
-def catalog_segments(tracks: dict[str, list[TokenFile]]) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
-    """Segment windows of every track, the track index of each segment, and the track metadata."""
-    catalog = build_catalog(tracks)
+def catalog_segments(tracks: dict[str, list[TokenFile]], layout: CatalogConfig, encode: ClipEncoder | None = None,
+                     audio_paths: dict[str, Path] | None = None) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
+    """Segment windows of every track under ``layout``, the track index of each segment, and the track metadata."""
+    catalog = build_catalog(tracks, layout, encode, audio_paths)
     metadata = [
         {"track_id": t, "duration_s": round(sum(c.duration_s for c in tracks[t]), 3), "source_path": tracks[t][0].source_path}
         for t in catalog.track_ids
     ]
     return catalog.segments, catalog.segment_track, metadata
+
+
+def window_encoder(args: argparse.Namespace, layout: CatalogConfig) -> tuple[ClipEncoder | None, dict[str, Path] | None]:
+    """For a layout that tokenizes each window alone: the MOSS encoder of ``--moss-config`` and the tracks' audio
+    (``--audio-root``, else each token file's source path); nothing for windows cut from whole-track codes."""
+    if layout.tokenize != "alone":
+        return None, None
+    audio = {p.stem: p for p in list_audio_files(args.audio_root)} if args.audio_root else None
+    return clip_encoder(build_encoder(args.moss_config, device="cpu"), args.n_quantizers, 16, "cpu"), audio
 
 
 def ensure_embedder_onnx(checkpoint: Path, onnx_path: Path, n_quantizers: int) -> Path:
@@ -83,16 +98,18 @@ def main(args: argparse.Namespace) -> int:
         if not tracks:
             raise SystemExit(f"no token files under {tokens_root}")
         embed = onnx_embed_fn(onnx_path)
+        layout = trained_layout(args.checkpoint)
+        encode, audio_paths = window_encoder(args, layout)
         if args.add and (args.output / "manifest.json").exists():
             existing = load_catalog(args.output, expected_dim=None, expected_embedder_sha256=embedder_sha)
             new = {t: files for t, files in tracks.items() if t not in set(existing.track_ids)}
             if not new:
                 print(json.dumps({"added_tracks": 0, "catalog_tracks": len(existing.track_ids)}))
                 return 0
-            segments, segment_track, metadata = catalog_segments(new)
+            segments, segment_track, metadata = catalog_segments(new, layout, encode, audio_paths)
             manifest = add_to_catalog(args.output, embed_sequences(embed, segments, args.batch_size), segment_track, metadata, embedder_sha)
         else:
-            segments, segment_track, metadata = catalog_segments(tracks)
+            segments, segment_track, metadata = catalog_segments(tracks, layout, encode, audio_paths)
             embeddings = embed_sequences(embed, segments, args.batch_size)
             manifest = write_catalog(args.output, build_index(embeddings, args.index_type), segment_track, metadata, embedder_sha, args.index_type)
     print(json.dumps({k: manifest[k] for k in manifest if k != "files"}))

@@ -33,7 +33,7 @@ from training.retrieval import EmbedFn, embed_queries, embed_sequences, rank_tra
 from training.splits import SPLIT_NAMES, read_split
 from training.token_files import TokenFile, load_tracks
 from training.tokenize import add_moss_arguments, moss_spec
-from training.train import load_embedder, resolve_device
+from training.train import load_embedder, resolve_device, trained_layout
 from training.view_synth import track_rng
 
 PROTOCOLS = ("same_file_aug", "cross_chunk")
@@ -90,12 +90,6 @@ def sample_tracks(track_ids: list[str], limit: int | None, seed: int) -> list[st
     if limit is None or limit >= len(track_ids):
         return list(track_ids)
     return sorted(np.random.default_rng(seed).choice(track_ids, size=limit, replace=False).tolist())
-
-
-def trained_layout(checkpoint: Path) -> CatalogConfig:
-    """The catalog layout the embedder was trained with (its windows were the positives), else the default."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    return from_dict(CatalogConfig, state.get("train_config", {}).get("catalog"))
 
 
 def babble_pool(splits_root: Path, query_split: str, audio_paths: dict[str, Path]) -> NoiseSource:

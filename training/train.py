@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.yaml_config import load_yaml, to_dict
+from common.yaml_config import from_dict, load_yaml, to_dict
 from training.codebook_init import init_from_codebook, tokenizer_quantizer
 from training.dataset import CatalogConfig, TrackViews, ViewPairDataset, collate_pairs, load_views
 from training.embedder import EmbedderConfig, TokenEmbedder
@@ -129,6 +129,12 @@ def finished_epochs(output_dir: Path) -> int:
     """Epochs a training run in ``output_dir`` has completed (0 where none has started); its last.pt resumes it."""
     path = Path(output_dir) / "history.json"
     return len(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() and (Path(output_dir) / "last.pt").is_file() else 0
+
+
+def trained_layout(checkpoint: str | Path) -> CatalogConfig:
+    """The catalog layout the embedder was trained with (its windows were the positives), else the default."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return from_dict(CatalogConfig, state.get("train_config", {}).get("catalog"))
 
 
 def load_embedder(checkpoint: str | Path, device: torch.device | str = "cpu") -> TokenEmbedder:
