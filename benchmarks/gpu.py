@@ -10,7 +10,7 @@ Sections (``--sections``, all by default):
   ablation of the fast path's steps at one batch size. The official configuration with SEEDED RANDOM WEIGHTS
   unless ``--moss-config`` names a checkpoint folder.
 - ``topk``: exact inner-product top-K of 256 queries over N x 256 FP16 vectors: naive (matmul + topk),
-  chunked, and export/torch_topk.py's group-top scan (its kernel configurations tuned first, then also on a
+  chunked, and serving/torch_topk.py's group-top scan (its kernel configurations tuned first, then also on a
   catalog of clustered rows); ms per batch and % of the memory and tensor-core rooflines.
 - ``e2e``: `audio_search` end to end through the real tritonserver (nvidia-pytriton wheel) with the `gpu`
   model configs, measured by a Python concurrency client (throughput, p50/p95) and, where it runs,
@@ -386,7 +386,7 @@ def _unit_rows(size: int, dim: int, generator: torch.Generator, *, cluster: int 
 
 
 def section_topk(args: argparse.Namespace, results: dict) -> None:
-    from export.torch_topk import (DEFAULT_GROUP_TOP, TorchFlatIndex, chunked_topk, group_top_scan, group_top_topk,
+    from serving.torch_topk import (DEFAULT_GROUP_TOP, TorchFlatIndex, chunked_topk, group_top_scan, group_top_topk,
                                    mm_topk, naive_topk)
 
     copy_gb_s = results.get("env", {}).get("copy_gb_s") or 3000.0
@@ -524,8 +524,8 @@ def build_gpu_repository(work: Path, moss_spec: str, n_vectors: int, segments_pe
     configs on CPU instances)."""
     import yaml
 
-    from export.catalog_index import sha256_file, write_catalog
-    from export.torch_topk import FlatVectors
+    from serving.catalog_index import sha256_file, write_catalog
+    from serving.torch_topk import FlatVectors
     from training.embedder import EmbedderConfig, TokenEmbedder
 
     source = Path(__file__).resolve().parents[1] / "model_repository"
@@ -676,7 +676,7 @@ def _model_stats(url: str) -> dict[str, Any]:
 
 
 def section_e2e(args: argparse.Namespace, results: dict, out: Path) -> None:
-    from export.triton_runtime import EmbeddedTriton, TritonNotInstalled, find_triton_install
+    from serving.triton_runtime import EmbeddedTriton, TritonNotInstalled, find_triton_install
 
     section: dict[str, Any] = {}
     results["e2e"] = section

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.machine import machine_info
-from common.metrics_target import add_metrics_arguments, metrics_target
 from benchmarks.perf_analyzer import PerfAnalyzerUnavailable, PerfPoint, PerfSettings, perf_environment, run_perf_analyzer
 from benchmarks.perf_inputs import MODELS
 from benchmarks.plots import plot_throughput_latency
@@ -23,7 +22,8 @@ from benchmarks.results import default_name, results_dir, write_summary
 from benchmarks.server_stats import model_counts
 from benchmarks.variants import RepositoryNotPublished, published_artifacts
 from benchmarks.workload import Workload, add_mix_arguments, mix_spec
-from export.repo_configs import DEFAULT_REPOSITORY
+from common.metrics_target import add_metrics_arguments, metrics_target
+from common.paths import DEFAULT_REPOSITORY
 
 SINGLE_WINDOW_MS = 5000
 SUITE_WINDOW_MS = 3000
@@ -77,7 +77,7 @@ def server_urls(args: argparse.Namespace, out_dir: Path) -> Iterator[dict[str, s
     if args.url:
         yield {args.protocol: args.url}
         return
-    from export.triton_runtime import EmbeddedTriton
+    from serving.triton_runtime import EmbeddedTriton
 
     published_artifacts(args.model_repository)
     with EmbeddedTriton(args.model_repository, log_path=out_dir / "tritonserver.log") as server:

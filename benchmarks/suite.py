@@ -28,7 +28,7 @@ from benchmarks.real_inputs import query_tensors
 from benchmarks.results import default_name, publish_latest, results_dir, write_summary
 from benchmarks.variants import Variant, lay_out_variants, with_instances, without_dynamic_batching
 from benchmarks.workload import Workload, mix_spec
-from export.triton_runtime import EmbeddedTriton
+from serving.triton_runtime import EmbeddedTriton
 
 VARIANTS = [
     Variant("token_embedder_nobatch", "token_embedder", without_dynamic_batching, "dynamic batching off"),

@@ -16,7 +16,7 @@ import numpy as np
 
 from common.cli import run_module
 from common.metrics_target import add_metrics_arguments, metrics_target
-from export.catalog_index import INDEX_TYPES, add_to_catalog, build_index, load_catalog, sha256_file, write_catalog
+from serving.catalog_index import INDEX_TYPES, add_to_catalog, build_index, load_catalog, sha256_file, write_catalog
 from training.dataset import build_catalog
 from training.retrieval import EmbedFn, embed_sequences
 from training.token_files import TokenFile, load_tracks
