@@ -81,7 +81,7 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path) -> None
     except TritonNotInstalled as error:
         pytest.skip(str(error))
 
-    from benchmarks.gpu import build_gpu_repository
+    from benchmarks.gpu_e2e import build_gpu_repository
     from serving.catalog_index import load_catalog
     from serving.torch_serving import load_embedder_checkpoint
     from serving.triton_runtime import EmbeddedTriton
