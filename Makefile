@@ -42,7 +42,7 @@ test: setup airflow-setup
 	$(PY) -m pytest -q
 
 demo: setup
-	$(PY) -m export demo
+	$(PY) -m demo
 
 # The embedded tritonserver (loopback only) and the search API on http://127.0.0.1:8080 in front of it.
 serve: setup

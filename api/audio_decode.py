@@ -5,7 +5,7 @@ both). libsndfile (the soundfile wheel) decodes WAV, FLAC, Ogg Vorbis, Ogg Opus 
 decodes M4A/MP4 and ADTS streams holding AAC, and WebM holding Opus or Vorbis (what browsers record), each with
 its demuxer named, so FFmpeg never probes arbitrary bytes with every demuxer it has. Decoding stops as soon as
 the audio exceeds the maximum duration, whatever the header claims: a 2-hour file costs no more than 30 s of it.
-Channels are averaged and the rate converted exactly as the client library does (training.audio_io.to_mono_24k),
+Channels are averaged and the rate converted exactly as the client library does (common.audio.to_mono_24k),
 so a file searched through the API and through `python -m client search` is the same query.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from api.config import Limits
-from training.audio_io import SAMPLE_RATE, AudioError, to_mono_24k
+from common.audio import SAMPLE_RATE, AudioError, to_mono_24k
 
 ACCEPTED = "WAV, FLAC, Ogg Vorbis, Ogg Opus, MP3, M4A/AAC, WebM Opus"
 # How many samples per channel libsndfile hands over at a time.
@@ -199,7 +199,7 @@ def _float_planes(container: object, stream: object) -> Iterator[np.ndarray]:
 
 
 def _downmix(planes: np.ndarray) -> np.ndarray:
-    """[channels, samples] -> [samples]: the channel mean, as training.audio_io.to_mono_24k takes it."""
+    """[channels, samples] -> [samples]: the channel mean, as common.audio.to_mono_24k takes it."""
     return planes[0].astype(np.float32, copy=True) if planes.shape[0] == 1 else planes.T.mean(axis=1, dtype=np.float32)
 
 

@@ -58,8 +58,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --triton-ports takes three port numbers HTTP,GRPC,METRICS, not {args.triton_ports!r}", file=sys.stderr)
         return 2
-    from export.repo_configs import DEFAULT_REPOSITORY
-    from export.triton_runtime import REPO_ROOT, EmbeddedTriton, TritonNotInstalled, TritonStartError
+    from common.paths import DEFAULT_REPOSITORY, REPO_ROOT
+    from serving.triton_runtime import EmbeddedTriton, TritonNotInstalled, TritonStartError
 
     server = EmbeddedTriton(args.model_repository or DEFAULT_REPOSITORY, http_port=http_port or None,
                             grpc_port=grpc_port or None, metrics_port=metrics_port or None,

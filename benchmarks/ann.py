@@ -5,7 +5,7 @@ each level a Gaussian around its parent, so neighbours are structured like real 
 recall is meaningful (uniform noise has no near neighbours to find). Queries are noisy copies of
 random segments, like a degraded excerpt of a catalog track. IVF quantizers train on a sample
 (bounded build time); nprobe, PQ size and HNSW efSearch follow what the served index uses
-(export/catalog_index.py). Reported per index: build s, size MB, queries/s with one query per
+(serving/catalog_index.py). Reported per index: build s, size MB, queries/s with one query per
 search call (as faiss_topk serves one request's windows), recall@10 against the exact search.
 
 FAISS runs single-threaded by default here: on 2 cores shared with other work, OpenMP's
@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks.machine import machine_info
 from benchmarks.plots import plot_ann
 from benchmarks.results import default_name, results_dir, write_summary
-from export.catalog_index import default_nprobe, default_pq_m, default_pq_nbits
+from serving.catalog_index import default_nprobe, default_pq_m, default_pq_nbits
 
 DIM = 256
 K = 10
@@ -38,7 +38,7 @@ TRAIN_POINTS_PER_LIST = 48
 PQ_TRAIN_POINTS_PER_CENTROID = 64
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 40
-HNSW_EF_SEARCH = 64  # the served default (export/catalog_index.py)
+HNSW_EF_SEARCH = 64  # the served default (serving/catalog_index.py)
 # Extra HNSW rows from the same graph: efSearch is a search-time knob, and 64 loses recall at 1M.
 HNSW_EF_SWEEP = (256,)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.perf_analyzer import PerfAnalyzerUnavailable, perf_analyzer_binary, perf_library_environment
 from common.system_libs import APT_PACKAGES, missing_libraries_error, read_apt_packages, shared_libraries
-from export.triton_runtime import TritonNotInstalled, find_triton_install, server_environment
+from serving.triton_runtime import TritonNotInstalled, find_triton_install, server_environment
 
 
 @dataclass(frozen=True)

@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.machine import machine_info
-from common.metrics_target import add_metrics_arguments, metrics_target
-from benchmarks.perf_analyzer import PerfAnalyzerUnavailable, PerfPoint, PerfSettings, perf_environment, run_perf_analyzer
+from benchmarks.perf_analyzer import PerfAnalyzerUnavailable, PerfSettings, perf_environment
 from benchmarks.perf_inputs import MODELS
+from benchmarks.perf_levels import SINGLE_WINDOW_MS, SUITE_WINDOW_MS, measure_levels, perf_settings, record_curves
 from benchmarks.plots import plot_throughput_latency
 from benchmarks.results import default_name, results_dir, write_summary
-from benchmarks.server_stats import model_counts
 from benchmarks.variants import RepositoryNotPublished, published_artifacts
 from benchmarks.workload import Workload, add_mix_arguments, mix_spec
-from export.repo_configs import DEFAULT_REPOSITORY
-
-SINGLE_WINDOW_MS = 5000
-SUITE_WINDOW_MS = 3000
-
+from common.metrics_target import add_metrics_arguments, metrics_target
+from common.paths import DEFAULT_REPOSITORY
 
 def parse_concurrency(text: str) -> list[int]:
     if "," in text:
@@ -77,54 +72,11 @@ def server_urls(args: argparse.Namespace, out_dir: Path) -> Iterator[dict[str, s
     if args.url:
         yield {args.protocol: args.url}
         return
-    from export.triton_runtime import EmbeddedTriton
+    from serving.triton_runtime import EmbeddedTriton
 
     published_artifacts(args.model_repository)
     with EmbeddedTriton(args.model_repository, log_path=out_dir / "tritonserver.log") as server:
         yield {"grpc": server.grpc_url, "http": server.http_url}
-
-
-def measure_levels(model: str, input_file: Path, levels: list[int], settings: PerfSettings, out_dir: Path) -> list[PerfPoint]:
-    points = []
-    for level in levels:
-        stable = True
-        before = model_counts(settings.protocol, settings.url, model)
-        point = run_perf_analyzer(model, input_file, level, settings, out_dir / "perf_analyzer")
-        if point is None:
-            stable, before = False, model_counts(settings.protocol, settings.url, model)
-            point = run_perf_analyzer(model, input_file, level, settings.accepting_any(), out_dir / "perf_analyzer")
-        if point is None:
-            print(f"  {model} c={level}: no measurement (see {out_dir / 'perf_analyzer'})", flush=True)
-            continue
-        counts = model_counts(settings.protocol, settings.url, model)
-        point = dataclasses.replace(point, average_batch=counts.average_batch_since(before), stable=stable)
-        print(f"  {model:<26} c={level:<3} {point.throughput:8.1f} infer/s  p50 {point.p50_ms:7.1f}  p95 {point.p95_ms:7.1f} ms  "
-              f"queue {point.server_queue_ms:6.1f}  compute {point.server_compute_ms:6.1f} ms  batch {point.average_batch or 0:4.1f}"
-              + ("" if stable else "  (unstable: windows disagreed)"), flush=True)
-        points.append(point)
-    return points
-
-
-def record_curves(args: argparse.Namespace, curves: dict[str, dict]) -> None:
-    """Each configuration's points into the run-metrics database, when one is given."""
-    target = metrics_target(args)
-    if target is None:
-        return
-    from common.metrics_db import LatencyPoint, MetricsDatabaseError, record_benchmark
-
-    for label, entry in curves.items():
-        points = [LatencyPoint(p.concurrency, p.throughput, p.p50_ms, p.p95_ms, p.p99_ms) for p in entry["points"]]
-        try:
-            record_benchmark(target, "perf_analyzer", entry["model"], label, args.protocol, points)
-        except MetricsDatabaseError as error:
-            raise SystemExit(f"the results are in summary.json, but recording them failed: {error}") from error
-    print(f"recorded {len(curves)} configurations for run {target.run_id}")
-
-
-def perf_settings(args: argparse.Namespace, url: str) -> PerfSettings:
-    window_ms = args.measurement_interval or (SUITE_WINDOW_MS if args.suite else SINGLE_WINDOW_MS)
-    return PerfSettings(url=url, protocol=args.protocol, measurement_interval_ms=window_ms,
-                        stability_percentage=args.stability_percentage, max_trials=args.max_trials)
 
 
 def run_single(args: argparse.Namespace) -> int:

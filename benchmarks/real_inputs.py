@@ -1,6 +1,6 @@
 """Real tensors for every model's benchmark, derived from the query mix as the ensemble would derive them.
 
-Windows come from the served windowing (export/windowing.py, parameters from configs/serving.yaml);
+Windows come from the served windowing (common/windowing.py, parameters from configs/serving.yaml);
 codes from the tiny MOSS encoder in PyTorch (``training.encode.encode_clips``); embeddings from the
 served token_embedder ONNX (run here with ONNX Runtime). Cached next to the query mix.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.query_mix import DEFAULT_CACHE, MixSpec, Query
-from export.catalog_index import sha256_file
+from common.windowing import WindowParams, make_windows
 from export.repo_configs import load_serving_config
-from export.windowing import WindowParams, make_windows
+from serving.catalog_index import sha256_file
 
 
 @dataclass(frozen=True)

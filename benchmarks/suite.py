@@ -21,14 +21,14 @@ from benchmarks.ann import INDEX_KINDS, ann_summary, run_ann
 from benchmarks.batching import ort_batch_scaling
 from benchmarks.chain import compare_ensemble_chain
 from benchmarks.machine import machine_info
-from benchmarks.perf import measure_levels, perf_settings, record_curves
 from benchmarks.perf_analyzer import PerfPoint
+from benchmarks.perf_levels import measure_levels, perf_settings, record_curves
 from benchmarks.plots import plot_ann, plot_throughput_latency
 from benchmarks.real_inputs import query_tensors
 from benchmarks.results import default_name, publish_latest, results_dir, write_summary
 from benchmarks.variants import Variant, lay_out_variants, with_instances, without_dynamic_batching
 from benchmarks.workload import Workload, mix_spec
-from export.triton_runtime import EmbeddedTriton
+from serving.triton_runtime import EmbeddedTriton
 
 VARIANTS = [
     Variant("token_embedder_nobatch", "token_embedder", without_dynamic_batching, "dynamic batching off"),

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.repo_configs import DEFAULT_REPOSITORY, Instances, ModelSpec, load_serving_config, render_repository, write_repository
+from common.paths import DEFAULT_REPOSITORY
+from export.repo_configs import Instances, ModelSpec, load_serving_config, render_repository, write_repository
 from export.repo_layout import lay_out_repository
 
 

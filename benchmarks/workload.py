@@ -7,7 +7,7 @@ from pathlib import Path
 from benchmarks.perf_inputs import audio_search_entries, faiss_topk_entries, token_embedder_entries, write_input_data
 from benchmarks.query_mix import DEFAULT_CACHE, MixSpec, Query, load_mix
 from benchmarks.real_inputs import query_tensors
-from export.catalog_index import sha256_file
+from serving.catalog_index import sha256_file
 
 
 def add_mix_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,8 @@
 """Turn what a caller hands the client into the service's AUDIO tensor (24 kHz mono float32).
 
-A file is decoded and resampled client-side with the project's audio I/O (soundfile + soxr, no
-torch). A 24 kHz mono float32 array is sent untouched: the server validates it and its message
-(empty, NaN, too long, ...) reaches the caller as InvalidInput.
+A file is decoded and resampled client-side with the project's audio decoding (common/audio.py:
+soundfile + soxr; neither torch nor the training package). A 24 kHz mono float32 array is sent untouched:
+the server validates it and its message (empty, NaN, too long, ...) reaches the caller as InvalidInput.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from client.errors import InvalidInput
-from training.audio_io import SAMPLE_RATE, AudioError, load_audio, to_mono_24k
+from common.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_24k
 
 AudioLike = np.ndarray | str | Path
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from client.cli_common import EXIT_CODES, add_connection_arguments, client_options, run_reporting_errors
-from training.audio_io import SAMPLE_RATE
+from common.audio import SAMPLE_RATE
 
 PROBE_SECONDS = 2.0
 

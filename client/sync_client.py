@@ -22,7 +22,7 @@ from client.transport import (
     search_inputs,
     search_outputs,
 )
-from training.audio_io import SAMPLE_RATE
+from common.audio import SAMPLE_RATE
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import sys
 import wave
 from array import array
 
-SAMPLE_RATE = 24_000  # the service's input rate (export/windowing.py; a test keeps them equal)
+SAMPLE_RATE = 24_000  # the service's input rate (common/windowing.py; a test keeps them equal)
 # One short query (a single padded window), one full window and the longest query allowed (5 windows).
 DURATIONS_S = (3.0, 10.0, 30.0)
 MODEL = "audio_search"

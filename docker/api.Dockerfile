@@ -13,6 +13,8 @@ RUN python -m pip download --no-cache-dir --require-hashes --only-binary=:all: \
 COPY pyproject.toml README.md ./
 COPY common ./common
 COPY export ./export
+COPY serving ./serving
+COPY demo ./demo
 COPY training ./training
 COPY client ./client
 COPY benchmarks ./benchmarks

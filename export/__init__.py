@@ -1,1 +1,1 @@
-"""Export side: ONNX and TensorRT exports, the catalog index, generated Triton configs and the embedded server."""
+"""Export side, the artifact makers: ONNX and TensorRT exports, the catalog index, generated Triton configs, publishing into a repository."""

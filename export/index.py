@@ -17,7 +17,7 @@ import numpy as np
 
 from common.cli import run_module
 from common.metrics_target import add_metrics_arguments, metrics_target
-from export.catalog_index import INDEX_TYPES, add_to_catalog, build_index, load_catalog, sha256_file, write_catalog
+from serving.catalog_index import INDEX_TYPES, add_to_catalog, build_index, load_catalog, sha256_file, write_catalog
 from training.audio_io import list_audio_files
 from training.dataset import CatalogConfig, ClipEncoder, build_catalog
 from training.encode import clip_encoder

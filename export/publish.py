@@ -2,7 +2,7 @@
 
 The token_embedder's `embedder.json` records the checksum of the ONNX file the index was built
 with, so faiss_topk refuses an index made for a different embedder. A repository elsewhere (any folder)
-first gets the configs and model code of the models it lacks, so `python -m export serve` can serve it.
+first gets the configs and model code of the models it lacks, so `python -m serving serve` can serve it.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from export.repo_configs import DEFAULT_REPOSITORY
+from common.paths import DEFAULT_REPOSITORY
 from export.repo_layout import EMBEDDER_MANIFEST, add_missing_models, publish_artifacts
 
 

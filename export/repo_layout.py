@@ -2,7 +2,7 @@
 
 Version folders of model_repository/ hold generated artifacts (git-ignored): moss_encoder/1/model.onnx,
 token_embedder/1/model.onnx with embedder.json (the sha256 faiss_topk checks the catalog against) and
-faiss_topk/1/index/ (the catalog folder of export/catalog_index.py).
+faiss_topk/1/index/ (the catalog folder of serving/catalog_index.py).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import onnx
 
-from export.catalog_index import sha256_file
-from export.repo_configs import DEFAULT_REPOSITORY
+from common.paths import DEFAULT_REPOSITORY
+from serving.catalog_index import sha256_file
 
 EMBEDDER_MANIFEST = Path("token_embedder", "1", "embedder.json")
 ARTIFACTS = ("*.onnx", "*.onnx.data", "*.plan", "embedder.json", "index", "__pycache__",
@@ -59,7 +59,7 @@ def publish_artifacts(
 ) -> None:
     """Copy the given artifacts into ``repository``'s version folders (version 1).
 
-    ``moss_source`` and ``embedder_checkpoint`` are what the `gpu` configs serve (export/torch_serving.py):
+    ``moss_source`` and ``embedder_checkpoint`` are what the `gpu` configs serve (serving/torch_serving.py):
     a MOSS checkpoint folder (copied to moss_encoder/1/moss/) or a preset name (written to moss_source.txt:
     seeded random weights), and the TokenEmbedder training checkpoint (token_embedder/1/embedder.pt).
     """

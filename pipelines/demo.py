@@ -21,10 +21,10 @@ from pathlib import Path
 
 from common.cli import run_module
 from common.yaml_config import save_yaml
-from export.triton_runtime import EmbeddedTriton
 from pipelines.airflow_run import DEFAULT_AIRFLOW, DagRunResult, dag_test
 from pipelines.plan import RunParams
 from pipelines.settings import PipelineSettings, load_settings
+from serving.triton_runtime import EmbeddedTriton
 
 
 def write_admin_key(path: Path) -> str:

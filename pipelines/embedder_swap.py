@@ -12,9 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-from export.catalog_index import sha256_file
-from export.publish_index import PublishError, TritonAdmin
 from export.repo_layout import EMBEDDER_MANIFEST, onnx_files, publish_artifacts
+from serving.catalog_index import sha256_file
+from serving.publish_index import PublishError, TritonAdmin
 
 MODEL = "token_embedder"
 

@@ -15,12 +15,12 @@ import numpy as np
 
 from common.metrics_db import LatencyPoint, record_benchmark
 from common.metrics_target import MetricsTarget
-from export.catalog_index import load_catalog
-from export.demo import noisy_excerpt
-from export.publish_index import TritonAdmin
 from pipelines.run_state import StepFailed
 from pipelines.settings import PipelineSettings
+from serving.catalog_index import load_catalog
+from serving.publish_index import TritonAdmin
 from training.audio_io import SAMPLE_RATE
+from training.excerpts import noisy_excerpt
 
 
 def smoke_queries(settings: PipelineSettings, target: MetricsTarget, index_dir: Path, version: int) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from common.cli import run_module
 from common.metrics_db import connect, ensure_run, mark_published, run_query
 from common.metrics_target import MetricsTarget
 from common.yaml_config import load_yaml, save_yaml
-from export.catalog_index import sha256_file
 from pipelines.run_state import RunContext, StepFailed
+from serving.catalog_index import sha256_file
 from training.token_files import list_track_ids
 
 
@@ -140,7 +140,7 @@ def index(ctx: RunContext) -> dict[str, Any]:
 
 
 def publish(ctx: RunContext) -> dict[str, Any]:
-    from export.publish_index import ModelFolder, PublishError, TritonAdmin, publish as publish_catalog, publish_lock, read_admin_key
+    from serving.publish_index import ModelFolder, PublishError, TritonAdmin, publish as publish_catalog, publish_lock, read_admin_key
     from pipelines.embedder_swap import restore_embedder, swap_embedder
 
     sv = ctx.settings.serving

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from api.keys import entry_line, new_key
-from export.triton_runtime import REPO_ROOT, free_ports
+from common.paths import REPO_ROOT
+from serving.triton_runtime import free_ports
 
 TEST_SETTINGS = {
     "limits": {"header_timeout_s": 2.0, "body_timeout_s": 2.0},

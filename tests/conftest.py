@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.catalog_index import Catalog, build_index, load_catalog, sha256_file, write_catalog
+from common.windowing import SAMPLE_RATE, WindowParams
 from export.repo_configs import load_serving_config
 from export.repo_layout import lay_out_repository
-from export.triton_runtime import EmbeddedTriton
-from export.windowing import SAMPLE_RATE, WindowParams
+from serving.catalog_index import Catalog, build_index, load_catalog, sha256_file, write_catalog
+from serving.triton_runtime import EmbeddedTriton
 from api_stack import ApiServer, start_api
 from triton_stand_ins import ReferencePipeline, build_embedder_stand_in, build_moss_stand_in
 

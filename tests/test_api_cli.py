@@ -19,8 +19,9 @@ from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
 from api.keys import ENV_VAR, ApiKey, hash_key, load_keys, parse_entries
 from api.ratelimit import RateLimiter
-from export.triton_runtime import REPO_ROOT, free_ports
-from export.windowing import SAMPLE_RATE
+from common.paths import REPO_ROOT
+from common.windowing import SAMPLE_RATE
+from serving.triton_runtime import free_ports
 
 
 def api(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -23,8 +23,8 @@ import soundfile as sf
 from api_stack import ApiServer, call, health_status, multipart, search, start_api
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from export.triton_runtime import EmbeddedTriton, free_ports
-from export.windowing import SAMPLE_RATE
+from common.windowing import SAMPLE_RATE
+from serving.triton_runtime import EmbeddedTriton, free_ports
 
 # Issue 18: a declared shape of 99,999,999,999 floats with one value; Triton's HTTP frontend aborts on it.
 CRASHING_REQUEST = {"inputs": [{"name": "AUDIO", "shape": [99999999999], "datatype": "FP32", "data": [1]}]}

@@ -20,9 +20,9 @@ import soxr
 from api_stack import ApiServer, call, search
 
 from api.config import load_api_config
+from common.paths import REPO_ROOT
+from common.windowing import SAMPLE_RATE
 from export.repo_configs import load_serving_config
-from export.triton_runtime import REPO_ROOT
-from export.windowing import SAMPLE_RATE
 from training.augment import add_noise
 
 TRACK = "track-09"

@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training.audio_io import (
-    SAMPLE_RATE,
-    AudioError,
-    list_audio_files,
-    load_audio,
-    to_mono_24k,
-    validate_waveform,
-    write_wav,
-)
+from common.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_24k
+from training.audio_io import list_audio_files, validate_waveform, write_wav
 
 
 def _stereo_tone(seconds: float, sr: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from benchmarks.server_proc import pid_listening_on, python_stubs
 from benchmarks.soak import soak
 from benchmarks.stub_kill import kill_stub_experiment
 from client.sync_client import AudioSearchClient
-from export.triton_runtime import EmbeddedTriton
+from serving.triton_runtime import EmbeddedTriton
 
 
 def queries(artifacts: Any) -> list[Any]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.query_mix import MixSpec, load_mix
-from export.triton_runtime import EmbeddedTriton
+from serving.triton_runtime import EmbeddedTriton
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "benchmarks" / "locustfile.py"
 MIX = MixSpec(queries=4, catalog_tracks=2, catalog_seconds=31.0)

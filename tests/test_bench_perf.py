@@ -14,7 +14,7 @@ from benchmarks.perf_analyzer import perf_environment
 from benchmarks.variants import Variant, lay_out_variants, with_instances, without_dynamic_batching
 from common.cli import run_module
 from common.metrics_db import connect, run_query
-from export.triton_runtime import EmbeddedTriton
+from serving.triton_runtime import EmbeddedTriton
 
 # A small mix of the generated catalog: 3 excerpts of 2 tracks (cached after the first run).
 MIX_ARGS = ["--queries", "3", "--catalog-tracks", "2", "--catalog-seconds", "31"]

@@ -7,7 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
-from export.catalog_index import (
+from serving.catalog_index import (
     MANIFEST_FILE,
     SEGMENTS_FILE,
     CatalogMismatch,

@@ -16,8 +16,8 @@ from client import AsyncAudioSearchClient, AudioSearchClient, InvalidInput, Mode
 from client.errors import SearchError
 from client.retry import delay_s, should_retry
 from common.cli import run_module
-from export.triton_runtime import EmbeddedTriton, free_ports
-from export.windowing import SAMPLE_RATE
+from common.windowing import SAMPLE_RATE
+from serving.triton_runtime import EmbeddedTriton, free_ports
 from training.augment import add_noise
 
 PROTOCOLS = ("grpc", "http")

@@ -35,11 +35,11 @@ from triton_stand_ins import build_embedder_stand_in, build_moss_stand_in
 from tritonclient.utils import InferenceServerException
 
 from common.cli import run_module
-from export.catalog_index import build_index, sha256_file, write_catalog
-from export.publish_index import prune, versions
 from export.repo_configs import load_serving_config
 from export.repo_layout import lay_out_repository
-from export.triton_runtime import EmbeddedTriton, free_ports
+from serving.catalog_index import build_index, sha256_file, write_catalog
+from serving.publish_index import prune, versions
+from serving.triton_runtime import EmbeddedTriton, free_ports
 
 sys.path.insert(0, str(DEPLOY))
 import bench_audio  # noqa: E402  (deploy/ is not a package: it is mounted into the bench containers)
@@ -182,7 +182,7 @@ def test_publish_and_roll_back_catalogs_without_a_failed_query(node: Node, capsy
             results.append(search(node)[0])
 
     def publisher(*args: str, key: Path = key_file) -> tuple[int, str]:
-        code = run_module("export.publish_index", [*args, "--model-repository", str(node.repository), "--url", node.http,
+        code = run_module("serving.publish_index", [*args, "--model-repository", str(node.repository), "--url", node.http,
                                                    "--admin-header", node.header, "--admin-key-file", str(key)])
         out = capsys.readouterr()
         return code, out.out + out.err
@@ -267,7 +267,7 @@ def test_perf_script_measures_audio_search_over_tls(node: Node, tmp_path: Path) 
 
 
 def test_bench_queries_are_valid_service_input() -> None:
-    from export.windowing import SAMPLE_RATE
+    from common.windowing import SAMPLE_RATE
 
     params = load_serving_config().model("audio_windows").parameters
     assert bench_audio.SAMPLE_RATE == SAMPLE_RATE

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from deploy_helpers import DEPLOY, run_script, service, write_executable
 
+from common.windowing import FRAME_SAMPLES, SAMPLE_RATE, WindowParams, padded_length
 from export.repo_configs import load_serving_config
-from export.windowing import FRAME_SAMPLES, SAMPLE_RATE, WindowParams, padded_length
 
 PROFILES = DEPLOY / "engine_profiles.txt"
 # Which axis of which input carries the audio length, in samples or in frames (docs/contracts.md).

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from common.cli import run_module
-from export.windowing import WindowParams
+from common.windowing import WindowParams
 from training.audio_io import load_audio
 from training.conditions import BABBLE_SNR_DB, QUERY_CONDITIONS, babble_source, degrade_query
 from training.embedder import EmbedderConfig, TokenEmbedder

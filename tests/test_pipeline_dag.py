@@ -19,14 +19,14 @@ import pytest
 from common.cli import run_module
 from common.metrics_db import connect, run_query
 from common.yaml_config import save_yaml
-from export.catalog_index import load_catalog, sha256_file
-from export.publish_index import versions
-from export.triton_runtime import EmbeddedTriton
 from pipelines.airflow_run import DAG_ID, DEFAULT_AIRFLOW, DagRunResult, airflow_environment, dag_test, ensure_metadata_db
 from pipelines.demo import collapsed_checkpoint, served, synth_audio
 from pipelines.embedder_swap import deployed_embedder_sha256
 from pipelines.plan import STEPS, RunParams
 from pipelines.settings import PipelineSettings, load_settings
+from serving.catalog_index import load_catalog, sha256_file
+from serving.publish_index import versions
+from serving.triton_runtime import EmbeddedTriton
 from training.audio_io import SAMPLE_RATE, load_audio
 
 pytestmark = pytest.mark.slow

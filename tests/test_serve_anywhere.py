@@ -1,4 +1,4 @@
-"""A model repository in any folder: `export publish` lays it out, `export serve` serves it and `client search`
+"""A model repository in any folder: `export publish` lays it out, `serving serve` serves it and `client search`
 answers from it, each run as a user runs it (its own process, working folder outside the project). The
 embedded server finds the Python environment itself; a repository holds none, and a server given an unusable
 environment says what is missing before tritonserver starts."""
@@ -14,9 +14,9 @@ from typing import Any
 
 import soundfile as sf
 
-from export.repo_configs import REPO_ROOT
-from export.triton_runtime import free_ports
-from export.windowing import SAMPLE_RATE
+from common.paths import REPO_ROOT
+from common.windowing import SAMPLE_RATE
+from serving.triton_runtime import free_ports
 
 
 def cli(cwd: Path, package: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -39,7 +39,7 @@ def test_publish_serve_and_search_a_repository_outside_the_project(tmp_path: Pat
     query = tmp_path / "query.wav"
     sf.write(query, serving_artifacts.track_audio["track-09"][: 8 * SAMPLE_RATE], SAMPLE_RATE)
     http, grpc, metrics = free_ports(3)
-    command = [sys.executable, "-m", "export", "serve", "--model-repository", str(repository), "--http-port", str(http),
+    command = [sys.executable, "-m", "serving", "serve", "--model-repository", str(repository), "--http-port", str(http),
                "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--log-file", str(tmp_path / "serve.log"),
                "--startup-timeout", "180"]
     with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as server:
@@ -69,13 +69,21 @@ def test_serve_names_what_the_python_environment_lacks_before_starting(tmp_path:
     cases = {
         tmp_path / "missing-env": "does not exist",
         not_a_venv: f"no virtual environment: the Python backend activates it with {not_a_venv / 'bin' / 'activate'}, which is missing",
-        bare: f"the Python environment {bare} lacks numpy, export, which the repository's models import",
+        bare: f"the Python environment {bare} lacks numpy, serving, common, which the repository's models import",
     }
     for environment, reason in cases.items():
         log = tmp_path / f"{environment.name}.log"
-        served = cli(tmp_path, "export", "serve", "--model-repository", str(repository), "--http-port", "0", "--grpc-port", "0",
+        served = cli(tmp_path, "serving", "serve", "--model-repository", str(repository), "--http-port", "0", "--grpc-port", "0",
                      "--metrics-port", "0", "--log-file", str(log), "--python-env", str(environment), timeout=120)
         assert served.returncode == 1, served.stdout
         error = served.stdout.strip().splitlines()[-1]
         assert error.startswith("error: ") and reason in error and "make setup" in error, served.stdout
         assert not log.exists(), "tritonserver was started"
+
+
+def test_the_old_export_serve_forwards_to_serving_with_a_note(tmp_path: Path) -> None:
+    served = cli(tmp_path, "export", "serve", "--model-repository", str(tmp_path), "--http-port", "0", "--grpc-port", "0",
+                 "--metrics-port", "0", "--log-file", str(tmp_path / "serve.log"), "--python-env", str(tmp_path / "missing-env"))
+    assert served.returncode == 1, served.stdout
+    assert "`python -m export serve` is now `python -m serving serve`" in served.stderr
+    assert "does not exist" in served.stdout.strip().splitlines()[-1]

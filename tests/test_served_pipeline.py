@@ -7,8 +7,8 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from export.catalog_index import load_catalog
-from export.windowing import WindowParams, make_windows
+from common.windowing import WindowParams, make_windows
+from serving.catalog_index import load_catalog
 from training.augment import degrade
 from training.retrieval import embed_queries, torch_embed_fn
 

@@ -1,4 +1,4 @@
-"""The PyTorch runners behind the `gpu` model configs (export/torch_serving.py), and those configs served by
+"""The PyTorch runners behind the `gpu` model configs (serving/torch_serving.py), and those configs served by
 the real tritonserver on CPU instances (the torch_gpu backend falls back to the CPU without a GPU)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from export.ragged import pad_concat
-from export.torch_serving import EmbedderRunner, EncoderRunner, ParityError, runner_options
+from serving.ragged import pad_concat
+from serving.torch_serving import EmbedderRunner, EncoderRunner, ParityError, runner_options
 from training.embedder import EmbedderConfig, EmbedderFromCounts, TokenEmbedder
 from training.moss import build_encoder
 
@@ -74,17 +74,17 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path) -> None
     """The generated gpu configs, torch_gpu backend and catalog written without FAISS, on the real server."""
     import tritonclient.grpc as grpcclient
 
-    from export.triton_runtime import TritonNotInstalled, find_triton_install
+    from serving.triton_runtime import TritonNotInstalled, find_triton_install
 
     try:
         find_triton_install()
     except TritonNotInstalled as error:
         pytest.skip(str(error))
 
-    from benchmarks.gpu import build_gpu_repository
-    from export.catalog_index import load_catalog
-    from export.torch_serving import load_embedder_checkpoint
-    from export.triton_runtime import EmbeddedTriton
+    from benchmarks.gpu_e2e import build_gpu_repository
+    from serving.catalog_index import load_catalog
+    from serving.torch_serving import load_embedder_checkpoint
+    from serving.triton_runtime import EmbeddedTriton
 
     repository = build_gpu_repository(tmp_path, "tiny", 500, 5, instance_kind="KIND_CPU",
                                       gpu_parameters={"moss_encoder": {"WARMUP_FRAMES": ""}})

@@ -1,4 +1,4 @@
-"""Exact top-K over torch tensors (export/torch_topk.py): against NumPy and FAISS on the CPU, the group-top
+"""Exact top-K over torch tensors (serving/torch_topk.py): against NumPy and FAISS on the CPU, the group-top
 Triton kernels under Triton's CPU interpreter where Triton is installed, and on CUDA where a GPU is present."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from export.catalog_index import build_index, load_catalog, write_catalog
-from export.torch_topk import (
+from serving.catalog_index import build_index, load_catalog, write_catalog
+from serving.torch_topk import (
     FlatVectors,
     TorchFlatIndex,
     chunked_topk,
@@ -90,7 +90,7 @@ def test_torch_catalog_gives_the_faiss_catalogs_results(tmp_path: Path) -> None:
 
 def test_torch_catalog_refuses_other_index_types(tmp_path: Path) -> None:
     pytest.importorskip("faiss")
-    from export.catalog_index import CatalogMismatch
+    from serving.catalog_index import CatalogMismatch
 
     vectors = unit(400, 16, 8)
     write_catalog(tmp_path, build_index(vectors, "hnsw"), np.arange(400), [{"track_id": f"t{i}"} for i in range(400)], "sha", "hnsw")
@@ -100,7 +100,7 @@ def test_torch_catalog_refuses_other_index_types(tmp_path: Path) -> None:
 
 _INTERPRETED = textwrap.dedent("""
     import numpy as np, torch
-    from export.torch_topk import TorchFlatIndex, top_columns
+    from serving.torch_topk import TorchFlatIndex, top_columns
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3000, 32)).astype(np.float32)
     # near-copies of one vector in two groups (of 64 rows)
@@ -113,7 +113,7 @@ _INTERPRETED = textwrap.dedent("""
     assert np.array_equal(rows, np.argsort(-(q @ x.T), axis=1)[:, :8]), rows
     np.testing.assert_allclose(scores, np.sort(q @ x.T, axis=1)[:, ::-1][:, :8], rtol=1e-5, atol=1e-6)
     # both groups are flagged and all their rows re-scored: in the sync-free part, or one of them after it
-    import export.torch_topk as torch_topk
+    import serving.torch_topk as torch_topk
     for in_graph in (8, 1):
         torch_topk.FLAGGED_IN_GRAPH = in_graph
         _, rows = index.search(x[64:65], 10)
@@ -143,8 +143,8 @@ def _same_rows(rows: torch.Tensor, expected: torch.Tensor) -> float:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_group_top_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
-    import export.torch_topk as torch_topk
-    from export.torch_topk import group_top_topk, top_columns
+    import serving.torch_topk as torch_topk
+    from serving.torch_topk import group_top_topk, top_columns
 
     generator = torch.Generator(device="cuda").manual_seed(0)
     catalog = torch.nn.functional.normalize(torch.randn(200_003, 256, device="cuda", generator=generator), dim=1)

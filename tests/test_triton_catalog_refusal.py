@@ -16,8 +16,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from export.catalog_index import build_index, write_catalog
-from export.triton_runtime import EmbeddedTriton
+from serving.catalog_index import build_index, write_catalog
+from serving.triton_runtime import EmbeddedTriton
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from export.triton_runtime import EmbeddedTriton
-from export.windowing import SAMPLE_RATE
+from common.windowing import SAMPLE_RATE
+from serving.triton_runtime import EmbeddedTriton
 
 MODELS = ("audio_windows", "moss_encoder", "token_embedder", "faiss_topk", "audio_search")
 

@@ -15,8 +15,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from export.catalog_index import Catalog, SearchResult
-from export.windowing import FRAME_SAMPLES, WindowParams, make_windows
+from common.windowing import FRAME_SAMPLES, WindowParams, make_windows
+from serving.catalog_index import Catalog, SearchResult
 
 CODEBOOK = 1024
 BITS = 10  # 2**BITS == CODEBOOK

@@ -14,8 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from common.audio import fit_peak
 from training.audio_io import SAMPLE_RATE
-from training.dsp import band_pass, bump, db_to_gain, fft_convolve, fit_peak, power_law, rms, spectral_gain
+from training.dsp import band_pass, bump, db_to_gain, fft_convolve, power_law, rms, spectral_gain
 from training.noise import NOISE_KINDS, make_noise
 from training.reencode import ogg_roundtrip
 

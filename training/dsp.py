@@ -38,12 +38,6 @@ def audible_seconds(x: np.ndarray, sr: int, range_db: float = 50.0, floor_dbfs: 
     return float((audible[-1] - audible[0] + 1) * block / sr)
 
 
-def fit_peak(x: np.ndarray, limit: float = 1.0) -> np.ndarray:
-    """Scale the whole clip down if its peak exceeds ``limit`` (never up, never clip)."""
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    return x * (limit / peak) if peak > limit else x
-
-
 def spectral_gain(x: np.ndarray, curve: GainCurve, sr: int) -> np.ndarray:
     """Filter ``x`` by the real magnitude response ``curve(frequencies_hz)`` (zero phase, circular)."""
     spectrum = np.fft.rfft(x)

@@ -10,8 +10,8 @@ import io
 import numpy as np
 import soundfile as sf
 
+from common.audio import fit_peak
 from training.audio_io import SAMPLE_RATE, write_ogg
-from training.dsp import fit_peak
 
 
 def ogg_roundtrip(x: np.ndarray, quality: float, sr: int = SAMPLE_RATE) -> np.ndarray:

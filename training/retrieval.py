@@ -6,7 +6,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from export.windowing import WindowParams, make_windows
+from common.windowing import WindowParams, make_windows
 from training.dataset import pad_batch
 from training.embedder import TokenEmbedder
 
@@ -44,7 +44,7 @@ def embed_sequences(embed: EmbedFn, sequences: list[np.ndarray], batch_size: int
 def embed_queries(encoder: torch.nn.Module, embed: EmbedFn, waveforms: list[np.ndarray], n_quantizers: int,
                   params: WindowParams | None = None, batch_size: int = 16, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Each query as `audio_search` serves it: cut into the encoder's windows by the served windowing
-    (export.windowing), each window tokenized on its own and embedded.
+    (common.windowing), each window tokenized on its own and embedded.
 
     Returns the window embeddings [R, D] and the query each row belongs to [R] (a query's rows are
     contiguous and in order). Windows of equal padded length share a batch, so no row is padded

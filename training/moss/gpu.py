@@ -24,7 +24,7 @@ Same math and contract as ``MossEncoder.encode`` (float32 ``[B, 1, S]`` + int64 
   is otherwise the reference's op sequence (so its argmaxes match bit for bit on equal inputs). The level
   loop is sequential by nature (level q's input is the residual after level q-1).
 - CUDA graphs: on CUDA the whole encode (every stage and all quantizer levels) is captured once per input
-  shape and replayed; callers that see many shapes should bucket them (export/torch_serving.py does).
+  shape and replayed; callers that see many shapes should bucket them (serving/torch_serving.py does).
 
 On the CPU (no Triton) the same code runs with plain PyTorch ops, which is how tests compare it with the
 reference. See docs/gpu-performance.md for measurements.

@@ -1,4 +1,4 @@
-"""Triton Python model `audio_windows`: AUDIO [N] -> WAVEFORM [W, 1, S], LENGTHS [W] (export/windowing.py)."""
+"""Triton Python model `audio_windows`: AUDIO [N] -> WAVEFORM [W, 1, S], LENGTHS [W] (common/windowing.py)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from export.triton_model_utils import error_response, parameters
-from export.windowing import InvalidAudio, WindowParams, make_windows
+from common.windowing import InvalidAudio, WindowParams, make_windows
+from serving.triton_model_utils import error_response, parameters
 
 
 class TritonPythonModel:

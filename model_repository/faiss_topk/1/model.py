@@ -1,8 +1,8 @@
 """Triton Python model `faiss_topk`: EMBEDDING [W, D] (+ TOP_K) -> TRACK_IDS [K], SCORES [K].
 
 Loads the catalog folder once and refuses to start when it does not belong to the deployed embedder.
-All requests of one execute() share one search (export/catalog_index.py): FAISS on CPU instances; on GPU
-instances FAISS's GPU index, or without a FAISS GPU build exact top-K in torch (export/torch_topk.py).
+All requests of one execute() share one search (serving/catalog_index.py): FAISS on CPU instances; on GPU
+instances FAISS's GPU index, or without a FAISS GPU build exact top-K in torch (serving/catalog_instance.py).
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from export.catalog_index import CatalogMismatch, load_catalog_for_instance
-from export.triton_model_utils import error_response, parameters
+from serving.catalog_index import CatalogMismatch
+from serving.catalog_instance import load_catalog_for_instance
+from serving.triton_model_utils import error_response, parameters
 
 
 class TritonPythonModel:

@@ -20,7 +20,7 @@ import numpy as np
 
 try:
     import faiss
-except ImportError:  # a GPU node may run without FAISS: flat catalogs are read by export/torch_topk.py
+except ImportError:  # a GPU node may run without FAISS: flat catalogs are read by serving/torch_topk.py
     faiss = None
 
 INDEX_FILE = "index.faiss"
@@ -163,7 +163,7 @@ def write_catalog(
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
     out.mkdir(parents=True, exist_ok=True)
-    # A FAISS index, or an object that serialises itself in FAISS's format (export.torch_topk.FlatVectors).
+    # A FAISS index, or an object that serialises itself in FAISS's format (serving.torch_topk.FlatVectors).
     blob = index.serialize() if faiss is None or not isinstance(index, faiss.Index) else faiss.serialize_index(index).tobytes()
     _write_atomic(out / INDEX_FILE, blob)
     buffer = io.BytesIO()
@@ -296,6 +296,11 @@ def verify_catalog_files(
     return manifest
 
 
+def faiss_gpus() -> int:
+    """GPUs FAISS can search on: 0 without FAISS or with its CPU-only build."""
+    return faiss.get_num_gpus() if faiss is not None and hasattr(faiss, "get_num_gpus") else 0
+
+
 def load_catalog(
     directory: str | Path, expected_dim: int | None = None, expected_embedder_sha256: str | None = None,
     index: Any = None,
@@ -303,13 +308,13 @@ def load_catalog(
     """Load and verify a catalog folder; raises CatalogMismatch naming what does not match.
 
     ``index``: a callable ``(folder, manifest) -> index`` with FAISS's ``d``, ``ntotal``, ``metric_type`` and
-    ``search`` (default: ``faiss.read_index``), e.g. export/torch_topk.py's GPU search without FAISS.
+    ``search`` (default: ``faiss.read_index``), e.g. serving/torch_topk.py's GPU search without FAISS.
     """
     folder = Path(directory)
     manifest = verify_catalog_files(folder, expected_dim, expected_embedder_sha256)
     if index is None:
         if faiss is None:
-            raise ImportError("FAISS is not installed: install faiss-cpu, or load flat catalogs with export.torch_topk")
+            raise ImportError("FAISS is not installed: install faiss-cpu, or load flat catalogs with serving.torch_topk")
         index = faiss.read_index(str(folder / INDEX_FILE))
     else:
         index = index(folder, manifest)
@@ -324,29 +329,6 @@ def load_catalog(
     if index.metric_type != 0:  # faiss.METRIC_INNER_PRODUCT
         raise CatalogMismatch(f"catalog {folder}: the index metric is not inner product")
     return Catalog(index, segments.astype(np.int64, copy=False), tracks, manifest)
-
-
-def load_catalog_for_instance(
-    directory: str | Path, expected_dim: int | None, expected_embedder_sha256: str | None,
-    instance_kind: str = "CPU", device_id: int = 0,
-) -> tuple[Catalog, str]:
-    """The catalog as a Triton instance of that kind searches it, and where: FAISS on CPU; on a GPU instance
-    FAISS's GPU index where FAISS has a GPU build, else exact top-K over the FP16 vectors in torch
-    (export/torch_topk.py, flat catalogs; FAISS itself is then not needed)."""
-    faiss_gpus = faiss.get_num_gpus() if faiss is not None and hasattr(faiss, "get_num_gpus") else 0
-    if instance_kind == "GPU" and faiss_gpus == 0:
-        import torch
-
-        if torch.cuda.is_available():
-            from export.torch_topk import load_torch_catalog
-
-            device = f"cuda:{device_id}"
-            catalog = load_torch_catalog(directory, expected_dim, expected_embedder_sha256, device=device)
-            return catalog, f"torch exact top-K on {device} ({catalog.index.method}, {catalog.index.dtype})"
-    catalog = load_catalog(directory, expected_dim, expected_embedder_sha256)
-    if instance_kind == "GPU" and faiss_gpus > 0:
-        return catalog.to_gpu(device_id), f"FAISS GPU {device_id}"
-    return catalog, "FAISS CPU"
 
 
 def add_to_catalog(

@@ -3,7 +3,7 @@
 Used by the `gpu` model configs (`--model-config-name gpu`, generated from configs/serving.yaml) for
 `moss_encoder` (FastMossEncoder: fused kernels, CUDA graphs, PRECISION fp16 by default) and `token_embedder`
 (TokenEmbedder, FP32). Which one is decided by the config's first input (WAVEFORM or CODES); the runners
-and their version-folder artifacts are described in export/torch_serving.py. With dynamic batching, the
+and their version-folder artifacts are described in serving/torch_serving.py. With dynamic batching, the
 requests of one execute() are padded to a common shape and run as one batch (the contracts carry lengths
 and counts, so padding is harmless), as in the `onnx_cpu` backend. Without a usable GPU it runs on CPU.
 """
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from export.ragged import pad_concat
-from export.torch_serving import EmbedderRunner, EncoderRunner, pick_device, runner_options
-from export.triton_model_utils import error_response, parameters
+from serving.ragged import pad_concat
+from serving.torch_serving import EmbedderRunner, EncoderRunner, pick_device, runner_options
+from serving.triton_model_utils import error_response, parameters
 
 
 class TritonPythonModel:

@@ -1,6 +1,6 @@
 """The project's PyTorch models behind Triton's Python backend (the `gpu` model configs), without pb_utils.
 
-`export/triton_backends/torch_gpu/model.py` is the thin Triton shell around these runners; everything that
+`serving/triton_backends/torch_gpu/model.py` is the thin Triton shell around these runners; everything that
 can be tested without a server lives here.
 
 Version folder artifacts (written by `python -m export publish --moss-source ... --embedder-checkpoint ...`):

@@ -2,7 +2,7 @@
 
 The wheel ships the server binary, the Python backend and one backend stub per Python version.
 Only the Python backend exists there, so ONNX models are served by our Python-based backend
-`onnx_cpu` (export/triton_backends/onnx_cpu/model.py), assembled next to it.
+`onnx_cpu` (serving/triton_backends/onnx_cpu/model.py), assembled next to it.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from common.paths import REPO_ROOT
+
 DEFAULT_BACKEND_DIR = REPO_ROOT / ".triton" / "backends"
 # The embedded configs' EXECUTION_ENV_PATH (written by export/repo_configs.py). The Python backend resolves a
 # relative path against the server's working folder: the server starts in a folder where this name links the
@@ -33,7 +34,7 @@ DEFAULT_BACKEND_DIR = REPO_ROOT / ".triton" / "backends"
 PYTHON_ENV_LINK = ".venv"
 DEFAULT_WORK_ROOT = REPO_ROOT / ".triton"
 # What every model of the repository imports in its stub, besides the standard library.
-STUB_MODULES = ("numpy", "export")
+STUB_MODULES = ("numpy", "serving", "common")
 OWN_BACKENDS = Path(__file__).resolve().parent / "triton_backends"
 # The embedded server is CPU-only and must start where no GPU driver exists.
 BASE_ARGS = (

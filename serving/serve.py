@@ -1,4 +1,4 @@
-"""`python -m export serve`: run the embedded tritonserver (CPU) on model_repository/ until Ctrl-C."""
+"""`python -m serving serve`: run the embedded tritonserver (CPU) on model_repository/ until Ctrl-C."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,8 @@ import urllib.error
 from pathlib import Path
 from types import FrameType
 
-from export.repo_configs import DEFAULT_REPOSITORY
-from export.triton_runtime import REPO_ROOT, EmbeddedTriton, TritonNotInstalled, TritonStartError
+from common.paths import DEFAULT_REPOSITORY, REPO_ROOT
+from serving.triton_runtime import EmbeddedTriton, TritonNotInstalled, TritonStartError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

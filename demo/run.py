@@ -1,4 +1,4 @@
-"""`python -m export demo` (make demo): the main job end to end on the embedded default.
+"""`python -m demo` (make demo): the main job end to end on the embedded default.
 
 Builds (or reuses) every artifact — the tokenizer (models/moss-small, or the tiny RANDOM-weight preset
 where it is missing), a briefly trained TokenEmbedder, ONNX exports, the FAISS catalog of real music
@@ -14,13 +14,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from export.catalog_index import sha256_file
 from export.repo_layout import publish_artifacts
-from export.triton_runtime import EmbeddedTriton
-from training.audio_io import SAMPLE_RATE, load_audio
-from training.augment import CONDITIONS, degrade
+from serving.catalog_index import sha256_file
+from serving.triton_runtime import EmbeddedTriton
+from training.audio_io import SAMPLE_RATE
+from training.augment import CONDITIONS
+from training.excerpts import noisy_excerpt
 from training.pipeline import CORPUS, TRAINED_TOKENIZER, DataSet, PipelineConfig, prepare_data, run_step
 from training.splits import read_split
 
@@ -37,20 +36,6 @@ def build_serving_artifacts(data: DataSet, onnx_dir: Path, index_dir: Path, n_qu
             run_step(f"index-{tokens.name}", "export.index", ["--checkpoint", str(data.checkpoint), "--embedder-onnx", str(embedder_onnx), "--tokens-root", str(tokens),
                                                              "--output", str(index_dir), "--n-quantizers", str(n_quantizers), *(["--add"] if i else [])], timings)
     return moss_onnx, embedder_onnx
-
-
-def noisy_excerpt(audio_root: Path, track_ids: list[str], seconds: float, condition: str, seed: int) -> tuple[str, np.ndarray]:
-    """``seconds`` from a random sample offset of a random track of ``track_ids``, degraded by ``condition``.
-
-    Any offset, as a user records a track wherever it is playing: no alignment to the tokenizer's frame grid
-    or to where the catalog's windows start.
-    """
-    rng = np.random.default_rng(seed)
-    track_id = track_ids[int(rng.integers(len(track_ids)))]
-    audio = load_audio(audio_root / f"{track_id}.wav")
-    size = int(seconds * SAMPLE_RATE)
-    offset = int(rng.integers(0, max(audio.size - size, 0) + 1))
-    return track_id, degrade(audio[offset : offset + size], condition, rng)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""Publish a new catalog version to a running Triton without downtime (`python -m export.publish_index`).
+"""Publish a new catalog version to a running Triton without downtime (`python -m serving.publish_index`).
 
 Triton runs with explicit model control and serves the newest version folder of `faiss_topk`
 (version_policy latest 1). A new catalog goes into the next version folder and is loaded through the
@@ -10,7 +10,7 @@ until that version number loads successfully (also verified on 2.51; loading a l
 clear it). So a failure is rolled *forward*: the failed folder is replaced by a hard-linked copy of the
 serving version and loaded again. Version numbers only grow; any version's content can come back that way.
 
-The catalog is verified here first with the model's own loader (export/catalog_index.py), so a catalog
+The catalog is verified here first with the model's own loader (serving/catalog_index.py), so a catalog
 built for another embedder never reaches the server. Version 1 is the source-controlled folder: its
 model code is copied into every new version, and it is never pruned.
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import run_module
-from export.catalog_index import load_catalog
+from serving.catalog_index import load_catalog
 
 SOURCE_VERSION = 1
 SETTLE_TIMEOUT_S = 120.0
@@ -309,4 +309,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_module("export.publish_index", sys.argv[1:], prog="python -m export.publish_index"))
+    sys.exit(run_module("serving.publish_index", sys.argv[1:], prog="python -m serving.publish_index"))

@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from export.ragged import pad_concat
-from export.triton_model_utils import error_response, parameters
+from serving.ragged import pad_concat
+from serving.triton_model_utils import error_response, parameters
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(int8)": np.int8,

@@ -2,7 +2,7 @@
 FAISS has no GPU build (and its CPU path without FAISS at all).
 
 - ``TorchFlatIndex``: the catalog's flat vectors on a device (FP16 on CUDA by default), with FAISS's
-  ``d`` / ``ntotal`` / ``search(queries, k) -> (scores, rows)``, so ``export.catalog_index.Catalog`` (per-track
+  ``d`` / ``ntotal`` / ``search(queries, k) -> (scores, rows)``, so ``serving.catalog_index.Catalog`` (per-track
   fusion, depth rules) uses it unchanged.
 - On CUDA with Triton, a batch of queries is ``group_top_topk``: one persistent Triton GEMM kernel streams
   the catalog once (TMA, tensor cores, FP32 accumulation) and reduces each [queries x 256 rows] score tile
@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from serving.catalog_index import INDEX_FILE, CatalogMismatch, load_catalog
+
 # FAISS serialisation of flat indexes: fourcc, d (int32), ntotal, two dummies (int64), is_trained (uint8),
 # metric_type (int32), then the vectors as a float vector (uint64 count of floats, float32 data).
 _FLAT_FOURCC = {b"IxFI": 0, b"IxF2": 1}  # METRIC_INNER_PRODUCT, METRIC_L2
@@ -44,7 +46,7 @@ def flat_index_bytes(vectors: np.ndarray) -> bytes:
 
 
 class FlatVectors:
-    """Vectors that ``export.catalog_index.write_catalog`` writes as a FAISS IndexFlatIP file, without FAISS."""
+    """Vectors that ``serving.catalog_index.write_catalog`` writes as a FAISS IndexFlatIP file, without FAISS."""
 
     metric_type = 0
 
@@ -558,8 +560,6 @@ class TorchFlatIndex:
 
 def torch_index_loader(device: str | torch.device = "cpu", dtype: torch.dtype | None = None, **options):
     """``load_catalog``'s ``index`` hook: the catalog's flat vectors in a ``TorchFlatIndex`` (no FAISS needed)."""
-    from export.catalog_index import INDEX_FILE, CatalogMismatch
-
     def load(folder: Path, manifest: dict) -> TorchFlatIndex:
         if manifest.get("index_type") != "flat":
             raise CatalogMismatch(f"catalog {folder} is a {manifest.get('index_type')!r} index: the torch top-K path "
@@ -574,7 +574,5 @@ def torch_index_loader(device: str | torch.device = "cpu", dtype: torch.dtype | 
 
 def load_torch_catalog(directory: str | Path, expected_dim: int | None = None, expected_embedder_sha256: str | None = None,
                        device: str | torch.device = "cpu", dtype: torch.dtype | None = None, **options):
-    """``export.catalog_index.load_catalog`` (same verification, same per-track fusion) searching with torch."""
-    from export.catalog_index import load_catalog
-
+    """``serving.catalog_index.load_catalog`` (same verification, same per-track fusion) searching with torch."""
     return load_catalog(directory, expected_dim, expected_embedder_sha256, index=torch_index_loader(device, dtype, **options))
