@@ -72,7 +72,7 @@ def test_splits_views_train_evaluate(catalog: Path, tokens: Path, tmp_path: Path
     assert (summary["train"], summary["val"], summary["test"]) == (6, 3, 3)
     cfg = load_yaml(TrainConfig, "configs/train.yaml")
     cfg.output_dir, cfg.data.views_root, cfg.data.splits_root, cfg.data.tokens_root = str(checkpoints), str(views), str(splits), str(tokens)
-    cfg.data.audio_root, cfg.views.per_track, cfg.memory_size = str(catalog / "audio"), 2, 16
+    cfg.data.audio_root, cfg.views.per_track = str(catalog / "audio"), 2
     cfg.optim.epochs, cfg.optim.batch_size = 2, 4
     cfg.model.d_model, cfg.model.embedding_dim = 32, 16
     save_yaml(cfg, tmp_path / "train.yaml")

@@ -22,7 +22,7 @@ from common.yaml_config import from_dict, load_yaml, to_dict
 from training.codebook_init import init_from_codebook, tokenizer_quantizer
 from training.dataset import CatalogConfig, TrackViews, ViewPairDataset, collate_pairs, load_views
 from training.embedder import EmbedderConfig, TokenEmbedder
-from training.losses import WindowMemory, nt_xent
+from training.losses import nt_xent
 from training.metrics import ranks_of_targets, recall_at_k
 from training.retrieval import embed_sequences, rank_tracks_exact, torch_embed_fn
 from training.splits import read_split
@@ -58,8 +58,6 @@ class TrainConfig:
     temperature: float = 0.07
     learn_temperature: bool = True
     code_dropout: float = 0.1
-    # Catalog windows of earlier batches kept as extra negatives (0: in-batch negatives only).
-    memory_size: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: EmbedderConfig = field(default_factory=EmbedderConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
@@ -181,7 +179,6 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
     if cfg.model.init_from_codebook and resume is None:
         init_from_codebook(model, tokenizer_quantizer(cfg.data.tokenizer), cfg.seed)
     model = model.to(device)
-    memory = WindowMemory(cfg.memory_size, cfg.model.embedding_dim, device) if cfg.memory_size > 0 else None
     log_temperature = torch.nn.Parameter(torch.tensor(math.log(cfg.temperature), device=device), requires_grad=cfg.learn_temperature)
     optimizer = torch.optim.AdamW([{"params": model.parameters()}, {"params": [log_temperature], "weight_decay": 0.0}], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total_steps = cfg.optim.epochs * len(loader)
@@ -206,10 +203,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 z1 = model(window, window_mask, cfg.code_dropout)
                 z2 = model(view, view_mask, cfg.code_dropout)
-            negatives = (memory.embeddings, memory.groups) if memory is not None else (None, None)
-            loss = nt_xent(z1.float(), z2.float(), log_temperature.exp(), tracks, *negatives)
-            if memory is not None:
-                memory.push(z1, tracks)
+            loss = nt_xent(z1.float(), z2.float(), log_temperature.exp(), tracks)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
