@@ -12,6 +12,7 @@ while no server holds it; the serving side and the builder share it through `pyt
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ class Milvus:
         from pymilvus import MilvusClient
 
         self.uri = uri
-        self.timeout_s = timeout_s
+        # pymilvus bounds its retries by `timeout` only when it is an int; a float retries 75 times (minutes).
+        self.timeout_s = max(1, math.ceil(timeout_s))
         self.client = self._guard("connect", lambda: MilvusClient(uri=uri, timeout=timeout_s))
 
     def _guard(self, what: str, call: Callable[[], T]) -> T:
@@ -134,6 +136,7 @@ class CollectionInfo:
     embedder_sha256: str
     index_type: str
     n_vectors: int
+    n_tracks: int
 
 
 def describe(milvus: Milvus, name: str) -> CollectionInfo:
@@ -146,9 +149,10 @@ def describe(milvus: Milvus, name: str) -> CollectionInfo:
         raise CatalogMismatch(f"Milvus collection {name!r} at {milvus.uri} is not a CloudTune catalog (format_version "
                               f"{properties.get('format_version')!r}, expected {FORMAT_VERSION})")
     vector = next(field for field in info["fields"] if field["name"] == "vector")
-    stats = milvus("get_collection_stats", name)
+    vectors = milvus("query", name, filter="", output_fields=["count(*)"])[0]["count(*)"]
+    tracks = milvus("query", name, filter="segment == 0", output_fields=["count(*)"])[0]["count(*)"]
     return CollectionInfo(name, info["collection_name"], int(vector["params"]["dim"]), properties["embedder_sha256"],
-                          properties["index_type"], int(stats["row_count"]))
+                          properties["index_type"], int(vectors), int(tracks))
 
 
 def check_embedder(info: CollectionInfo, uri: str, expected_dim: int | None, expected_embedder_sha256: str | None) -> None:
@@ -161,11 +165,11 @@ def check_embedder(info: CollectionInfo, uri: str, expected_dim: int | None, exp
         )
 
 
-def summary(info: CollectionInfo, uri: str, n_tracks: int | None = None) -> dict[str, Any]:
+def summary(info: CollectionInfo, uri: str) -> dict[str, Any]:
     """The keys of the FAISS manifest that describe a build (metrics database, the CLI's output line)."""
     return {"backend": "milvus", "uri": uri, "collection": info.name, "embedder_sha256": info.embedder_sha256,
             "dim": info.dim, "metric": "ip", "index_type": info.index_type, "n_vectors": info.n_vectors,
-            "n_tracks": n_tracks}
+            "n_tracks": info.n_tracks}
 
 
 def build_collection(milvus: Milvus, name: str, embeddings: np.ndarray, segment_track_ids: np.ndarray,
@@ -193,7 +197,7 @@ def build_collection(milvus: Milvus, name: str, embeddings: np.ndarray, segment_
     else:
         milvus("alter_alias", collection, name)
         milvus("drop_collection", previous)
-    return summary(describe(milvus, name), milvus.uri, len(tracks))
+    return summary(describe(milvus, name), milvus.uri)
 
 
 def present_tracks(milvus: Milvus, name: str, track_ids: Sequence[str]) -> set[str]:
@@ -241,9 +245,19 @@ class MilvusCatalog:
         self.dim = info.dim
 
     def _search_windows(self, queries: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
+        from pymilvus.exceptions import MilvusException
+
         params = {"metric_type": "IP", "params": {"ef": max(64, k), "nprobe": 16}}
-        return self.milvus("search", self.info.name, data=queries.tolist(), limit=k, group_by_field="track_id",
-                           output_fields=["track_id"], search_params=params)
+        arguments = dict(data=queries.tolist(), limit=k, group_by_field="track_id", output_fields=["track_id"],
+                         search_params=params)
+        try:
+            return self.milvus("search", self.info.name, **arguments)
+        except MilvusException as error:
+            # A restarted Milvus (Lite keeps no load state) or a released collection: load it and search again.
+            if "load" not in str(error).lower():
+                raise
+            self.milvus("load_collection", self.info.name)
+            return self.milvus("search", self.info.name, **arguments)
 
     @staticmethod
     def _fuse(window_hits: Iterable[list[dict[str, Any]]], k: int) -> SearchResult:
