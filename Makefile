@@ -17,7 +17,7 @@ setup: $(SETUP_STAMP) $(SYSTEM_STAMP)
 $(SETUP_STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[client,train,export,bench,postgres,api,dev]"
+	$(PY) -m pip install -q -e ".[client,train,export,bench,postgres,api,milvus,dev]"
 	# Only the tritonserver binary and its Python backend are used; its own Python deps
 	# (numpy<2, pyzmq, ...) are not needed to start the binary.
 	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0

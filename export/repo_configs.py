@@ -96,11 +96,37 @@ class Gpu:
     torch_backend: str = "torch_gpu"
 
 
+CATALOG_BACKENDS = ("faiss", "milvus")
+
+
+@dataclass(frozen=True)
+class MilvusSettings:
+    uri: str = "http://127.0.0.1:19530"
+    collection: str = "cloudtune_catalog"
+    timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class CatalogBackend:
+    """Where ``model`` (the ensemble's top-K step) searches; its configs carry the choice as parameters."""
+
+    backend: str = "faiss"
+    model: str = "faiss_topk"
+    milvus: MilvusSettings = MilvusSettings()
+
+    def parameters(self) -> dict[str, str]:
+        if self.backend == "faiss":
+            return {"CATALOG_BACKEND": "faiss"}
+        return {"CATALOG_BACKEND": "milvus", "MILVUS_URI": self.milvus.uri, "MILVUS_COLLECTION": self.milvus.collection,
+                "MILVUS_TIMEOUT_S": f"{self.milvus.timeout_s:g}"}
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     production: Production = Production()
     embedded: Embedded = Embedded()
     gpu: Gpu = Gpu()
+    catalog: CatalogBackend = CatalogBackend()
     models: tuple[ModelSpec, ...] = ()
 
     def model(self, name: str) -> ModelSpec:
@@ -121,6 +147,10 @@ def _validate(config: ServingConfig) -> None:
     if config.production.runtime not in PRODUCTION_RUNTIMES:
         raise ValueError(f"production.runtime must be one of {PRODUCTION_RUNTIMES}, got {config.production.runtime!r}")
     names = {model.name for model in config.models}
+    if config.catalog.backend not in CATALOG_BACKENDS:
+        raise ValueError(f"catalog.backend must be one of {CATALOG_BACKENDS}, got {config.catalog.backend!r}")
+    if config.models and config.catalog.model not in names:
+        raise ValueError(f"catalog.model {config.catalog.model!r} is not a described model")
     for model in config.models:
         if model.kind not in MODEL_KINDS:
             raise ValueError(f"{model.name}: kind must be one of {MODEL_KINDS}, got {model.kind!r}")
@@ -140,6 +170,17 @@ def load_serving_config(path: str | Path = DEFAULT_CONFIG) -> ServingConfig:
     config = dataclasses.replace(from_dict(ServingConfig, raw), models=models)
     _validate(config)
     return config
+
+
+def with_catalog(config: ServingConfig, backend: str | None = None, uri: str | None = None,
+                 collection: str | None = None) -> ServingConfig:
+    """``config`` with the catalog backend and Milvus location overridden where given."""
+    milvus = dataclasses.replace(config.catalog.milvus, **{key: value for key, value in
+                                                           (("uri", uri), ("collection", collection)) if value})
+    catalog = dataclasses.replace(config.catalog, backend=backend or config.catalog.backend, milvus=milvus)
+    updated = dataclasses.replace(config, catalog=catalog)
+    _validate(updated)
+    return updated
 
 
 def _data_type(dtype: str) -> int | None:
@@ -196,7 +237,8 @@ def build_model_config(model: ModelSpec, target: str, config: ServingConfig) -> 
         return message
     instances = {"production": model.production, "embedded": model.embedded, "gpu": model.gpu}[target]
     message.instance_group.add(kind=mc.ModelInstanceGroup.Kind.Value(instances.kind), count=instances.count)
-    for key, value in {**model.parameters, **(model.gpu_parameters if target == "gpu" else {})}.items():
+    catalog = config.catalog.parameters() if model.name == config.catalog.model else {}
+    for key, value in {**model.parameters, **catalog, **(model.gpu_parameters if target == "gpu" else {})}.items():
         message.parameters[key].string_value = value
     if target in ("embedded", "gpu"):
         # Relative: the embedded server resolves it in its working folder (serving/triton_runtime.py), wherever
@@ -255,6 +297,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY, help="default: %(default)s")
     parser.add_argument("--production-runtime", choices=PRODUCTION_RUNTIMES,
                         help="override production.runtime: TensorRT FP16 plans or ONNX Runtime + TensorRT FP16")
+    parser.add_argument("--catalog-backend", choices=CATALOG_BACKENDS, help="override catalog.backend")
+    parser.add_argument("--milvus-uri", help="override catalog.milvus.uri")
+    parser.add_argument("--milvus-collection", help="override catalog.milvus.collection")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 listing differences")
 
 
@@ -262,6 +307,7 @@ def main(args: argparse.Namespace) -> int:
     config = load_serving_config(args.config)
     if args.production_runtime:
         config = dataclasses.replace(config, production=dataclasses.replace(config.production, runtime=args.production_runtime))
+    config = with_catalog(config, args.catalog_backend, args.milvus_uri, args.milvus_collection)
     expected = render_repository(config)
     if args.check:
         problems = check_repository(args.model_repository, expected)

@@ -30,6 +30,7 @@ def test_every_index_kind_is_measured(tmp_path: Path) -> None:
     assert by_kind["flat"]["recall_at_10"] == 1.0
     # Few, small lists at this size: approximate, but far better than chance (10 of 12,000).
     assert by_kind["ivf_flat"]["recall_at_10"] > 0.5 and by_kind["hnsw"]["recall_at_10"] > 0.8
+    assert by_kind["milvus_lite"]["recall_at_10"] > 0.8 and by_kind["milvus_lite"]["memory_mb"] > 0
     assert by_kind["ivf_pq"]["memory_mb"] < by_kind["flat"]["memory_mb"]
     assert all(row["queries_per_s"] > 0 and row["build_s"] >= 0 for row in rows)
     assert by_kind["hnsw_ef256"]["recall_at_10"] >= by_kind["hnsw"]["recall_at_10"]

@@ -229,3 +229,18 @@ def test_images_are_pinned_to_the_dockerfiles_triton_release() -> None:
     assert service("api")["image"] == compose_raw()["x-api-image"] and service("api")["build"] == compose_raw()["x-api-build"]
     api_base = set(re.findall(r"^FROM (\S+)", (REPO / "docker" / "api.Dockerfile").read_text(encoding="utf-8"), re.MULTILINE))
     assert len(api_base) == 1 and re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", api_base.pop())
+
+
+def test_milvus_is_opt_in_health_checked_and_unpublished() -> None:
+    services = compose()["services"]
+    milvus = {name: spec for name, spec in services.items() if name.startswith("milvus")}
+    assert set(milvus) == {"milvus", "milvus-etcd", "milvus-minio"}
+    for name, spec in milvus.items():
+        assert spec["profiles"] == ["milvus"] and "ports" not in spec, name
+        assert spec["healthcheck"]["test"][0] == "CMD", name
+    assert {"milvus-etcd", "milvus-minio"} == {name for name, spec in services["milvus"]["depends_on"].items()
+                                              if spec["condition"] == "service_healthy"}
+    assert compose()["networks"]["milvus-store"]["internal"] is True
+    assert set(services["milvus-etcd"]["networks"]) == set(services["milvus-minio"]["networks"]) == {"milvus-store"}
+    # Triton reaches Milvus where configs/serving.yaml's catalog.milvus points a compose deployment.
+    assert "backend" in services["milvus"]["networks"] and "backend" in services["triton"]["networks"]

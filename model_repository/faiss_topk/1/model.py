@@ -1,8 +1,10 @@
 """Triton Python model `faiss_topk`: EMBEDDING [W, D] (+ TOP_K) -> TRACK_IDS [K], SCORES [K].
 
-Loads the catalog folder once and refuses to start when it does not belong to the deployed embedder.
-All requests of one execute() share one search (serving/catalog_index.py): FAISS on CPU instances; on GPU
-instances FAISS's GPU index, or without a FAISS GPU build exact top-K in torch (serving/catalog_instance.py).
+Parameter CATALOG_BACKEND (configs/serving.yaml `catalog`): `faiss` loads the catalog folder once; `milvus` searches
+the collection MILVUS_COLLECTION at MILVUS_URI (serving/milvus_catalog.py). Either refuses to start when the catalog
+does not belong to the deployed embedder. All requests of one execute() share one search: FAISS on CPU instances; on
+GPU instances FAISS's GPU index, or without a FAISS GPU build exact top-K in torch (serving/catalog_instance.py);
+with Milvus one grouped search. A Milvus that stops answering fails those requests; the model stays ready.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import triton_python_backend_utils as pb_utils
 
 from serving.catalog_index import CatalogMismatch
 from serving.catalog_instance import load_catalog_for_instance
+from serving.milvus_catalog import MilvusUnavailable, load_milvus_catalog
 from serving.triton_model_utils import error_response, parameters
 
 
@@ -27,6 +30,12 @@ class TritonPythonModel:
         self.default_k = int(params["DEFAULT_TOP_K"])
         self.max_k = int(params["MAX_TOP_K"])
         embedder = self._deployed_embedder(model_dir.parent / params["EMBEDDER_MANIFEST"])
+        if params.get("CATALOG_BACKEND", "faiss") == "milvus":
+            self.catalog = load_milvus_catalog(params["MILVUS_URI"], params["MILVUS_COLLECTION"], self.dim,
+                                               embedder["onnx_sha256"], float(params["MILVUS_TIMEOUT_S"]))
+            pb_utils.Logger.log_info(f"faiss_topk: {self.catalog.info.n_vectors} vectors, searched by Milvus at "
+                                     f"{params['MILVUS_URI']} ({self.catalog.info.collection}, {self.catalog.info.index_type})")
+            return
         index_dir = model_dir / args["model_version"] / params.get("INDEX_DIR", "index")
         self.catalog, where = load_catalog_for_instance(index_dir, self.dim, embedder["onnx_sha256"],
                                                         args["model_instance_kind"], int(args["model_instance_device_id"]))
@@ -57,7 +66,10 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         parsed = [self._parse(request) for request in requests]
         queries = [item for item in parsed if not isinstance(item, str)]
-        results = iter(self.catalog.search([q for q, _ in queries], [k for _, k in queries]) if queries else [])
+        try:
+            results = iter(self.catalog.search([q for q, _ in queries], [k for _, k in queries]) if queries else [])
+        except MilvusUnavailable as error:
+            return [error_response(item if isinstance(item, str) else f"catalog search failed: {error}") for item in parsed]
         responses = []
         for item in parsed:
             if isinstance(item, str):
