@@ -164,11 +164,9 @@ def main(args: argparse.Namespace) -> int:
             if not new:
                 print(json.dumps({"added_tracks": 0, "catalog_tracks": len(existing.track_ids)}))
                 return 0
-            segments, segment_track, metadata = catalog_segments(new, layout, encode, audio_paths)
-            manifest = add_to_catalog(args.output, embed_sequences(embed, segments, args.batch_size), segment_track, metadata, embedder_sha)
+            manifest = add_to_catalog(args.output, *embed_tracks(new), embedder_sha)
         else:
-            segments, segment_track, metadata = catalog_segments(tracks, layout, encode, audio_paths)
-            embeddings = embed_sequences(embed, segments, args.batch_size)
+            embeddings, segment_track, metadata = embed_tracks(tracks)
             manifest = write_catalog(args.output, build_index(embeddings, args.index_type), segment_track, metadata, embedder_sha, args.index_type)
     print(json.dumps({k: manifest[k] for k in manifest if k != "files"}))
     if target is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +44,24 @@ def test_index_rows_follow_the_checkpoints_layout(catalog_audio: tuple[Path, Pat
     assert manifest["n_vectors"] == expected and manifest["n_tracks"] == TRACKS
     per_track = np.bincount(np.load(tmp_path / "index" / "segment_track_ids.npy"))
     assert per_track.tolist() == [len(window_starts(n, layout.window_frames, layout.hop_frames)) for n in frames]
+
+
+def test_add_appends_only_the_new_tracks_rows(catalog_audio: tuple[Path, Path], tmp_path: Path) -> None:
+    _, tokens = catalog_audio
+    layout = CatalogConfig("whole", 5.0, 2.5)
+    torch.manual_seed(0)
+    model = TokenEmbedder(EmbedderConfig(n_levels=LEVELS, d_model=32, embedding_dim=16, dropout=0.0)).eval()
+    checkpoint = tmp_path / "embedder.pt"
+    torch.save({"model": model.state_dict(), "model_config": vars(model.cfg), "train_config": {"catalog": vars(layout)}}, checkpoint)
+    onnx = export_embedder_onnx(model, tmp_path / "token_embedder.onnx", LEVELS)
+    first = tmp_path / "first"
+    first.mkdir()
+    files = sorted(tokens.glob("*.npz"))
+    shutil.copy(files[0], first / files[0].name)
+    argv = ["--checkpoint", str(checkpoint), "--embedder-onnx", str(onnx), "--output", str(tmp_path / "index"), "--n-quantizers", str(LEVELS)]
+    assert run_module("export.index", [*argv, "--tokens-root", str(first)]) == 0
+    assert run_module("export.index", [*argv, "--tokens-root", str(tokens), "--add"]) == 0
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    frames = [files[0].codes.shape[1] for files in load_tracks(tokens).values()]
+    assert manifest["n_tracks"] == TRACKS
+    assert manifest["n_vectors"] == sum(len(window_starts(n, layout.window_frames, layout.hop_frames)) for n in frames)
