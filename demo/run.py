@@ -20,7 +20,7 @@ from serving.triton_runtime import EmbeddedTriton
 from training.audio_io import SAMPLE_RATE
 from training.augment import CONDITIONS
 from training.excerpts import noisy_excerpt
-from training.pipeline import CORPUS, TRAINED_TOKENIZER, DataSet, PipelineConfig, prepare_data, run_step
+from training.pipeline import DataSet, PipelineConfig, add_source_arguments, prepare_data, run_step
 from training.splits import read_split
 
 
@@ -41,8 +41,7 @@ def build_serving_artifacts(data: DataSet, onnx_dir: Path, index_dir: Path, n_qu
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("artifacts/demo"))
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--corpus", type=Path, default=CORPUS, help="real-music corpus (manifest.csv + audio/); generated audio alone where it is missing")
-    parser.add_argument("--moss-config", default=str(TRAINED_TOKENIZER), help="tokenizer: a weights folder or a preset; a missing folder falls back to tiny")
+    add_source_arguments(parser)
     parser.add_argument("--checkpoint", type=Path, default=None, help="serve this embedder checkpoint instead of training one")
     parser.add_argument("--tracks", type=int, default=200, help="generated tracks that are the catalog where no corpus is installed")
     parser.add_argument("--distractors", type=int, default=200, help="generated tracks added to the corpus's catalog")

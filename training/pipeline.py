@@ -9,6 +9,7 @@ is skipped when its output exists, so a rerun costs only what changed.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,12 @@ class DataSet:
     def describe(self) -> dict:
         return {"source": self.source, "tokenizer": self.moss_config, "corpus_tracks": self.corpus_tracks,
                 "generated_tracks": self.generated_tracks, "fallbacks": self.notes}
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The audio and tokenizer options of every front end of this chain (quality, demo), with their fallbacks."""
+    parser.add_argument("--corpus", type=Path, default=CORPUS, help="real-music corpus (manifest.csv + audio/); generated audio alone where it is missing")
+    parser.add_argument("--moss-config", default=str(TRAINED_TOKENIZER), help="tokenizer: a weights folder or a preset; a missing folder falls back to tiny")
 
 
 def run_step(name: str, module: str, argv: list[str], timings: dict[str, float]) -> None:

@@ -14,15 +14,14 @@ import json
 import shutil
 from pathlib import Path
 
-from training.pipeline import CORPUS, TRAINED_TOKENIZER, PipelineConfig, prepare_data, run_step
+from training.pipeline import PipelineConfig, add_source_arguments, prepare_data, run_step
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("artifacts/quality"))
     parser.add_argument("--report", type=Path, default=Path("reports/quality.json"))
     parser.add_argument("--plot", type=Path, default=Path("reports/quality_recall_vs_length.png"))
-    parser.add_argument("--corpus", type=Path, default=CORPUS, help="real-music corpus (manifest.csv + audio/); generated audio alone where it is missing")
-    parser.add_argument("--moss-config", default=str(TRAINED_TOKENIZER), help="tokenizer: a weights folder or a preset; a missing folder falls back to tiny")
+    add_source_arguments(parser)
     parser.add_argument("--checkpoint", type=Path, default=None, help="evaluate this embedder checkpoint instead of training one")
     parser.add_argument("--distractors", type=int, default=1000, help="generated tracks added to the corpus's catalog")
     parser.add_argument("--tracks", type=int, default=300,
