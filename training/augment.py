@@ -16,7 +16,7 @@ import numpy as np
 
 from common.audio import fit_peak
 from training.audio_io import SAMPLE_RATE
-from training.dsp import band_pass, bump, db_to_gain, fft_convolve, power_law, rms, spectral_gain
+from training.dsp import GainCurve, band_pass, bump, db_to_gain, fft_convolve, power_law, rms, spectral_gain
 from training.noise import NOISE_KINDS, make_noise
 from training.reencode import ogg_roundtrip
 
@@ -118,26 +118,19 @@ def apply_reverb(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
     return _finish(wet * (rms(x) / level) if level > 0 else wet)
 
 
-def phone_eq(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """A small loudspeaker or phone line: band-limited to ~300-3400 Hz with a random spectral tilt
-    and one resonance (in-band gain within a few dB of unity), then soft-clipped as an overdriven small speaker.
-    """
+def draw_phone_curve(rng: np.random.Generator) -> GainCurve:
+    """A small loudspeaker or phone line's response: band-limited to ~300-3400 Hz with a random spectral
+    tilt and one resonance (in-band gain within a few dB of unity)."""
     low, high = rng.uniform(250.0, 400.0), rng.uniform(3000.0, 3600.0)
     tilt, centre, boost = rng.uniform(-0.3, 0.3), rng.uniform(800.0, 2500.0), rng.uniform(2.0, 8.0)
 
     def curve(freqs: np.ndarray) -> np.ndarray:
         return band_pass(freqs, low, high, order=4) * power_law(freqs, tilt) * bump(freqs, centre, 0.3, boost)
 
-    y = spectral_gain(_signal(x).astype(np.float64), curve, sr)
-    peak = float(np.max(np.abs(y)))
-    if peak > 0:
-        # Peak-relative drive: every clip gets some distortion whatever its level, and the peak stays put.
-        drive = rng.uniform(0.5, 2.0)
-        y = peak * np.tanh(drive * y / peak) / np.tanh(drive)
-    return _finish(y)
+    return curve
 
 
-def laptop_eq(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+def draw_laptop_curve(rng: np.random.Generator) -> GainCurve:
     """A laptop's built-in microphone: thin bass (high-pass at 100-250 Hz), dull top (low-pass at 7-11 kHz),
     a resonance of the casing and a notch from the mic port's comb filtering."""
     low, high = rng.uniform(100.0, 250.0), rng.uniform(7000.0, 11000.0)
@@ -147,7 +140,29 @@ def laptop_eq(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) ->
     def curve(freqs: np.ndarray) -> np.ndarray:
         return band_pass(freqs, low, high, order=2) * bump(freqs, resonance, 0.4, boost) * bump(freqs, notch, 0.1, depth)
 
-    return _finish(spectral_gain(_signal(x).astype(np.float64), curve, sr))
+    return curve
+
+
+def draw_speaker_drive(rng: np.random.Generator) -> float:
+    """How hard a phone's small speaker is overdriven (``soft_clip``)."""
+    return float(rng.uniform(0.5, 2.0))
+
+
+def soft_clip(y: np.ndarray, drive: float) -> np.ndarray:
+    """Peak-relative tanh drive: every clip gets some distortion whatever its level, and the peak stays put."""
+    peak = float(np.max(np.abs(y)))
+    return peak * np.tanh(drive * y / peak) / np.tanh(drive) if peak > 0 else y
+
+
+def phone_eq(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """``draw_phone_curve``, then soft-clipped as an overdriven small speaker."""
+    y = spectral_gain(_signal(x).astype(np.float64), draw_phone_curve(rng), sr)
+    return _finish(soft_clip(y, draw_speaker_drive(rng)) if np.any(y) else y)
+
+
+def laptop_eq(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """``draw_laptop_curve`` applied."""
+    return _finish(spectral_gain(_signal(x).astype(np.float64), draw_laptop_curve(rng), sr))
 
 
 def apply_dropouts(x: np.ndarray, rng: np.random.Generator, count: int, ms: tuple[float, float], sr: int = SAMPLE_RATE) -> tuple[np.ndarray, list[tuple[int, int]]]:

@@ -153,8 +153,9 @@ def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
 
 
 def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tokens: Path, splits: Path, work: Path, timings: dict[str, float]) -> Path:
-    """Views of the train and val tracks (training.views), then training (training.train), both from one
-    config written next to the checkpoints; each skipped where its output exists."""
+    """Views of the train and val tracks (training.views; val only where training makes its pairs online),
+    then training (training.train), both from one config written next to the checkpoints; each skipped
+    where its output exists."""
     checkpoints = work / "checkpoints"
     train_cfg = load_yaml(TrainConfig, cfg.train_config or TRAIN_CONFIGS[source])
     train_cfg.output_dir, train_cfg.seed = str(checkpoints), cfg.seed
@@ -167,7 +168,9 @@ def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tok
     checkpoints.mkdir(parents=True, exist_ok=True)
     config_path = checkpoints / "train.yaml"
     save_yaml(train_cfg, config_path)
-    run_step("views", "training.views", ["--config", str(config_path), "--device", cfg.device], timings)
+    # Online training makes its training pairs as it goes: only the val views, its yardstick, are stored.
+    splits_argv = ["--splits", "val"] if train_cfg.online.enabled else []
+    run_step("views", "training.views", ["--config", str(config_path), "--device", cfg.device, *splits_argv], timings)
     done = finished_epochs(checkpoints)
     # A run cut off (a GPU call's time limit) continues from its last epoch instead of starting over.
     if done < train_cfg.optim.epochs:

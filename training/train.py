@@ -12,6 +12,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from training.dataset import CatalogConfig, TrackViews, ViewPairDataset, collate
 from training.embedder import EmbedderConfig, TokenEmbedder
 from training.losses import nt_xent
 from training.metrics import ranks_of_targets, recall_at_k
+from training.online_views import OnlineViewsConfig, online_pairs
 from training.retrieval import embed_sequences, rank_tracks_exact, torch_embed_fn
 from training.splits import read_split
 from training.view_synth import ViewConfig
@@ -62,6 +64,7 @@ class TrainConfig:
     model: EmbedderConfig = field(default_factory=EmbedderConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
+    online: OnlineViewsConfig = field(default_factory=OnlineViewsConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -171,17 +174,16 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
     mismatch = views_mismatch(cfg, ("tokenizer", "n_quantizers", "catalog"))
     if mismatch:
         raise SystemExit(f"{mismatch}; rerun `python -m training views --config` with this config")
-    train_views, val_views = ([load_views(views_root, t) for t in read_split(Path(cfg.data.splits_root) / f"{name}.txt")] for name in ("train", "val"))
-    dataset = ViewPairDataset(train_views, cfg.seed, cfg.data.pairs_per_track)
-    # drop_last keeps every batch's negatives count equal; a final tiny batch would make the loss noisy.
-    loader = DataLoader(dataset, batch_size=min(cfg.optim.batch_size, len(dataset)), shuffle=True, collate_fn=collate_pairs, drop_last=True)
+    train_ids, val_ids = (read_split(Path(cfg.data.splits_root) / f"{name}.txt") for name in ("train", "val"))
+    val_views = [load_views(views_root, t) for t in val_ids]
+    epoch_batches, steps_per_epoch = _batch_source(cfg, train_ids, views_root, device)
     model = TokenEmbedder(cfg.model)
     if cfg.model.init_from_codebook and resume is None:
         init_from_codebook(model, tokenizer_quantizer(cfg.data.tokenizer), cfg.seed)
     model = model.to(device)
     log_temperature = torch.nn.Parameter(torch.tensor(math.log(cfg.temperature), device=device), requires_grad=cfg.learn_temperature)
     optimizer = torch.optim.AdamW([{"params": model.parameters()}, {"params": [log_temperature], "weight_decay": 0.0}], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    total_steps = cfg.optim.epochs * len(loader)
+    total_steps = cfg.optim.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, total_steps))
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -198,7 +200,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
         model.train()
         losses = []
         started = time.perf_counter()
-        for batch in tqdm(loader, desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False):
+        for batch in tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False):
             window, window_mask, view, view_mask, tracks = (t.to(device) for t in batch)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 z1 = model(window, window_mask, cfg.code_dropout)
@@ -225,6 +227,20 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
         (out_dir / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
         plot_history(history, out_dir / "history.png")
     return {"best_val_recall@1": best, "epochs": len(history), "output_dir": str(out_dir)}
+
+
+def _batch_source(cfg: TrainConfig, train_ids: list[str], views_root: Path, device: torch.device) -> tuple[Callable[[int], Iterable[tuple[torch.Tensor, ...]]], int]:
+    """(epoch -> its batches, steps per epoch): the stored views, or with ``online.enabled`` pairs made per step."""
+    pairs = len(train_ids) * cfg.data.pairs_per_track
+    if cfg.online.enabled:
+        source = online_pairs(train_ids, Path(cfg.data.audio_root), Path(cfg.data.tokens_root), cfg.data.tokenizer, cfg.catalog, cfg.model.n_levels,
+                              cfg.views, cfg.online, cfg.optim.batch_size, cfg.seed, device)
+        steps = max(1, pairs // cfg.optim.batch_size)
+        return (lambda epoch: (source.batch((epoch - 1) * steps + i) for i in range(steps))), steps
+    dataset = ViewPairDataset([load_views(views_root, t) for t in train_ids], cfg.seed, cfg.data.pairs_per_track)
+    # drop_last keeps every batch's negatives count equal; a final tiny batch would make the loss noisy.
+    loader = DataLoader(dataset, batch_size=min(cfg.optim.batch_size, len(dataset)), shuffle=True, collate_fn=collate_pairs, drop_last=True)
+    return (lambda epoch: loader), len(loader)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
