@@ -8,7 +8,7 @@
 #   python -m training corpus-pack --split all --codec opus --compression-level 0.94 --max-mb 40 --out .gpucarry/packB --after .gpucarry/packA
 #   ... until it reports 0 left. Wheels in .whl (soundfile, soxr, cffi, pycparser) and .whl-faiss (faiss-cpu), the tokenizer in .gpucarry/moss-small.
 # There, call after call on one warm machine, from the repository root:
-#   training/gpu_quality.sh setup                 # wheels -> /tmp/site, the tokenizer -> artifacts/moss-small
+#   training/gpu_quality.sh setup                 # wheels -> /tmp/site, the tokenizer -> artifacts/moss-small (faiss arrives with a later call: evaluation needs it)
 #   training/gpu_quality.sh add .gpucarry/packA   # merge a pack into artifacts/corpus and tokenize what it brought
 #   training/gpu_quality.sh quality [ARGS]        # python -m training quality (views, training, evaluation)
 # Every step is skipped where its output exists, so a call cut off at its time limit resumes in the next.
@@ -31,7 +31,7 @@ case "${1:-}" in
     python_env
     mkdir -p "$TOKENIZER"
     cp .gpucarry/moss-small/config.json .gpucarry/moss-small/model.safetensors "$TOKENIZER"/
-    python3 -c 'import faiss, soundfile, soxr, torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "faiss", faiss.__version__)'
+    python3 -c 'import soundfile, soxr, torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
     ;;
   add)
     python_env

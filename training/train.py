@@ -123,7 +123,9 @@ def validation_recall_at_1(model: TokenEmbedder, views: list[TrackViews], device
 
 
 def save_checkpoint(path: Path, model: TokenEmbedder, cfg: TrainConfig, epoch: int, extra: dict) -> None:
-    torch.save({"model": model.state_dict(), "model_config": to_dict(cfg.model), "train_config": to_dict(cfg), "epoch": epoch, **extra}, path)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "model_config": to_dict(cfg.model), "train_config": to_dict(cfg), "epoch": epoch, **extra}, tmp)
+    tmp.replace(path)  # atomic: a run killed at a GPU call's time limit leaves the previous epoch's file whole
 
 
 def finished_epochs(output_dir: Path) -> int:
@@ -161,7 +163,7 @@ def plot_history(history: list[dict], path: Path) -> None:
     ax_recall.set_ylabel("val recall@1", color="tab:orange")
     ax_recall.set_ylim(0, 1)
     fig.legend(loc="lower center", ncol=2, fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room below the axis label for the legend
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
