@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from common.cli import run_module
+from generated_sets import generated_set
 from common.windowing import WindowParams
 from training.audio_io import load_audio
 from training.conditions import BABBLE_SNR_DB, QUERY_CONDITIONS, babble_source, degrade_query
@@ -29,11 +30,7 @@ TRACKS, SECONDS, LENGTHS = 10, 12.0, (1.0, 2.0, 5.0, 10.0)
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 generated tracks, their tiny-tokenizer codes, a 6/2/2 split and a random-weight embedder."""
-    root = tmp_path_factory.mktemp("evaluate")
-    assert run_module("training.synth", ["--out", str(root / "audio"), "--tracks", str(TRACKS), "--seconds", str(SECONDS), "--seed", "4", "--workers", "1"]) == 0
-    assert run_module("training.tokenize", ["--input-root", str(root / "audio"), "--output-root", str(root / "tokens"), "--moss-config", "tiny",
-                                            "--n-quantizers", "8", "--device", "cpu"]) == 0
-    assert run_module("training.splits", ["--tokens-root", str(root / "tokens"), "--output-root", str(root / "splits"), "--val-ratio", "0.2", "--test-ratio", "0.2"]) == 0
+    root = generated_set(tmp_path_factory.mktemp("evaluate"), TRACKS, SECONDS, seed=4, held_out=0.2)
     torch.manual_seed(0)
     model = TokenEmbedder(EmbedderConfig(d_model=32, embedding_dim=16, dropout=0.0))
     torch.save({"model": model.state_dict(), "model_config": vars(model.cfg)}, root / "embedder.pt")

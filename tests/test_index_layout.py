@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from common.cli import run_module
+from generated_sets import generated_set
 from export.embedder_onnx import export_embedder_onnx
 from training.dataset import CatalogConfig, window_starts
 from training.embedder import EmbedderConfig, TokenEmbedder
@@ -20,10 +21,7 @@ TRACKS, SECONDS, LEVELS = 3, 23.0, 8
 
 @pytest.fixture(scope="module")
 def catalog_audio(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("index-layout")
-    assert run_module("training.synth", ["--out", str(root / "audio"), "--tracks", str(TRACKS), "--seconds", str(SECONDS), "--seed", "2", "--workers", "1"]) == 0
-    assert run_module("training.tokenize", ["--input-root", str(root / "audio"), "--output-root", str(root / "tokens"), "--moss-config", "tiny",
-                                            "--n-quantizers", str(LEVELS), "--device", "cpu"]) == 0
+    root = generated_set(tmp_path_factory.mktemp("index-layout"), TRACKS, SECONDS, seed=2, levels=LEVELS, held_out=None)
     return root / "audio", root / "tokens"
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from common.cli import run_module
-from common.yaml_config import load_yaml
+from generated_sets import generated_set
+from common.yaml_config import load_yaml, save_yaml
 from training.audio_io import SAMPLE_RATE, load_audio
 from training.augment import TRACK_BABBLE, AugmentConfig, draw_laptop_curve, draw_phone_curve
 from training.dataset import CatalogConfig
@@ -32,11 +33,7 @@ NOTHING = AugmentConfig(reverb_prob=0.0, noise_prob=0.0, eq_prob=0.0, gain_db=(0
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("online")
-    assert run_module("training.synth", ["--out", str(root / "audio"), "--tracks", str(TRACKS), "--seconds", str(SECONDS), "--seed", "7", "--workers", "1"]) == 0
-    assert run_module("training.tokenize", ["--input-root", str(root / "audio"), "--output-root", str(root / "tokens"), "--moss-config", "tiny", "--n-quantizers", "8", "--device", "cpu"]) == 0
-    assert run_module("training.splits", ["--tokens-root", str(root / "tokens"), "--output-root", str(root / "splits"), "--val-ratio", "0.25", "--test-ratio", "0.25"]) == 0
-    return root
+    return generated_set(tmp_path_factory.mktemp("online"), TRACKS, SECONDS, seed=7)
 
 
 def _pairs(data: Path, augment: AugmentConfig | None = None, batch_size: int = 6, seed: int = 3, **catalog) -> OnlinePairs:
@@ -144,8 +141,6 @@ def test_online_training_runs_resumes_and_stores_only_val_views(data: Path, tmp_
     cfg.online, cfg.views.per_track, cfg.views.max_s = OnlineViewsConfig(enabled=True, bank=SMALL_BANK), 3, 6.0
     cfg.model.d_model, cfg.model.n_heads, cfg.model.embedding_dim = 32, 2, 16
     cfg.data.pairs_per_track, cfg.optim.batch_size, cfg.optim.epochs, cfg.optim.warmup_steps = 8, 8, 1, 1
-    from common.yaml_config import save_yaml
-
     save_yaml(cfg, tmp_path / "train.yaml")
     assert run_module("training.views", ["--config", str(tmp_path / "train.yaml"), "--device", "cpu", "--workers", "0", "--splits", "val"]) == 0
     assert sorted(p.stem for p in (tmp_path / "views").glob("*.npz")) == sorted(read_split(data / "splits" / "val.txt"))

@@ -10,6 +10,7 @@ import torch
 
 import training.augment as augment
 from common.cli import run_module
+from generated_sets import generated_set
 from common.yaml_config import load_yaml, save_yaml
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
 from training.augment import TRACK_BABBLE, AugmentConfig, random_view
@@ -34,11 +35,7 @@ NOISE_ONLY = AugmentConfig(reverb_prob=0.0, noise_prob=1.0, eq_prob=0.0, gain_db
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("views")
-    assert run_module("training.synth", ["--out", str(root / "audio"), "--tracks", str(TRACKS), "--seconds", str(SECONDS), "--seed", "5", "--workers", "1"]) == 0
-    assert run_module("training.tokenize", ["--input-root", str(root / "audio"), "--output-root", str(root / "tokens"), "--moss-config", "tiny", "--n-quantizers", "8", "--device", "cpu"]) == 0
-    assert run_module("training.splits", ["--tokens-root", str(root / "tokens"), "--output-root", str(root / "splits"), "--val-ratio", "0.25", "--test-ratio", "0.25"]) == 0
-    return root
+    return generated_set(tmp_path_factory.mktemp("views"), TRACKS, SECONDS, seed=5)
 
 
 def _config(data: Path, views: str = "views", **catalog) -> TrainConfig:
