@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from common.cli import run_module
-from generated_sets import generated_set
+from common.yaml_config import load_yaml, save_yaml
 from common.windowing import WindowParams
 from training.audio_io import load_audio
 from training.conditions import BABBLE_SNR_DB, QUERY_CONDITIONS, babble_source, degrade_query
@@ -23,6 +23,8 @@ from training.evaluate import track_queries
 from training.moss.weights import build_encoder
 from training.retrieval import embed_queries, rank_tracks_exact, rank_tracks_faiss, torch_embed_fn
 from training.token_files import load_token_file, load_tracks, save_token_file
+from training.train import TrainConfig
+from generated_sets import generated_set
 
 TRACKS, SECONDS, LENGTHS = 10, 12.0, (1.0, 2.0, 5.0, 10.0)
 
@@ -204,3 +206,21 @@ def test_quality_prepare_only_tokenizes_and_stops(generated: Path, tmp_path: Pat
     tokens = sorted(Path(root) for root in printed["tokens"])
     assert [len(list(root.glob("*.npz"))) for root in tokens] == [8, 3]
     assert not report.exists() and not list(work.rglob("views")) and not list(work.rglob("*.pt"))
+
+
+def test_quality_on_a_cpu_stores_the_views_of_an_online_config(generated: Path, tmp_path: Path) -> None:
+    """Online pairs tokenize every step (GPU work): on a CPU the chain stores views once instead, and says so."""
+    cfg = load_yaml(TrainConfig, "configs/train.yaml")
+    cfg.online.enabled, cfg.model.d_model, cfg.model.embedding_dim, cfg.views.per_track = True, 32, 16, 2
+    save_yaml(cfg, tmp_path / "online.yaml")
+    corpus, report, work = _fake_corpus(generated, tmp_path), tmp_path / "quality.json", tmp_path / "work"
+    assert run_module("training.quality", [
+        "--work-dir", str(work), "--report", str(report), "--plot", str(tmp_path / "recall.png"), "--corpus", str(corpus), "--moss-config", "tiny",
+        "--train-config", str(tmp_path / "online.yaml"), "--epochs", "1", "--distractors", "2", "--seconds", "8", "--device", "cpu",
+    ]) == 0
+    result = json.loads(report.read_text())
+    assert any("online.enabled off" in note for note in result["data"]["fallbacks"])
+    trained = Path(result["checkpoint"]).parent
+    assert load_yaml(TrainConfig, trained / "train.yaml").online.enabled is False
+    train_ids = (Path(load_yaml(TrainConfig, trained / "train.yaml").data.splits_root) / "train.txt").read_text().split()
+    assert train_ids and all((Path(load_yaml(TrainConfig, trained / "train.yaml").data.views_root) / f"{t}.npz").is_file() for t in train_ids)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from common.cli import run_module
-from generated_sets import generated_set
 from export.embedder_onnx import export_embedder_onnx
 from training.dataset import CatalogConfig, window_starts
 from training.embedder import EmbedderConfig, TokenEmbedder
 from training.token_files import load_tracks
+from generated_sets import generated_set
 
 TRACKS, SECONDS, LEVELS = 3, 23.0, 8
 

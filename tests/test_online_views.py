@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from common.cli import run_module
-from generated_sets import generated_set
 from common.yaml_config import load_yaml, save_yaml
 from training.audio_io import SAMPLE_RATE, load_audio
 from training.augment import TRACK_BABBLE, AugmentConfig, draw_laptop_curve, draw_phone_curve
@@ -24,6 +23,7 @@ from training.torch_augment import fft_convolve as torch_fft_convolve
 from training.torch_augment import spectral_gain as torch_spectral_gain
 from training.train import TrainConfig, train
 from training.view_synth import ViewConfig
+from generated_sets import generated_set
 
 TRACKS = 8
 SECONDS = 12

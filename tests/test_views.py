@@ -10,7 +10,6 @@ import torch
 
 import training.augment as augment
 from common.cli import run_module
-from generated_sets import generated_set
 from common.yaml_config import load_yaml, save_yaml
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
 from training.augment import TRACK_BABBLE, AugmentConfig, random_view
@@ -27,6 +26,7 @@ from training.token_files import load_tracks
 from training.train import TrainConfig, train
 from training.view_synth import ViewConfig, make_views, track_babble
 from training.views import synthesized
+from generated_sets import generated_set
 
 TRACKS = 8
 SECONDS = 12

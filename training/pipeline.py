@@ -21,7 +21,7 @@ from training.corpus.build import MANIFEST
 from training.corpus.config import CorpusConfig
 from training.moss.config import PRESETS
 from training.splits import manifest_splits, write_splits
-from training.train import TrainConfig, finished_epochs
+from training.train import TrainConfig, finished_epochs, resolve_device
 
 TRAINED_TOKENIZER = Path("models/moss-small")
 # The training config per audio source: real music with the trained tokenizer, or generated tracks.
@@ -148,11 +148,12 @@ def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
                                                "--test-ratio", str(cfg.test_ratio), "--seed", str(cfg.seed)], timings)
         corpus_tracks = 0
     checkpoint = None if cfg.prepare_only else cfg.checkpoint or train_embedder(
-        cfg, source, moss, audio_roots[0], tokens_roots[0], splits, base / f"embedder-{source if corpus else name}", timings)
+        cfg, source, moss, audio_roots[0], tokens_roots[0], splits, base / f"embedder-{source if corpus else name}", timings, notes)
     return DataSet(audio_roots, tokens_roots, splits, checkpoint, moss, source, base.name, corpus_tracks, count, notes)
 
 
-def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tokens: Path, splits: Path, work: Path, timings: dict[str, float]) -> Path:
+def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tokens: Path, splits: Path, work: Path, timings: dict[str, float],
+                   notes: list[str]) -> Path:
     """Views of the train and val tracks (training.views; val only where training makes its pairs online),
     then training (training.train), both from one config written next to the checkpoints; each skipped
     where its output exists."""
@@ -165,6 +166,11 @@ def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tok
     data.tokenizer, data.audio_root, data.tokens_root, data.splits_root, data.views_root = moss, str(audio), str(tokens), str(splits), str(work / "views")
     if cfg.epochs is not None:
         train_cfg.optim.epochs = cfg.epochs
+    if train_cfg.online.enabled and resolve_device(cfg.device).type == "cpu":
+        # Online pairs tokenize every step's views: hours per epoch on a CPU, where stored views are made once.
+        train_cfg.online.enabled = False
+        notes.append("training: no GPU, so the training views are made once and stored (online.enabled off); the GPU run trains on fresh views every step")
+        print(f"NOTE {notes[-1]}", flush=True)
     checkpoints.mkdir(parents=True, exist_ok=True)
     config_path = checkpoints / "train.yaml"
     save_yaml(train_cfg, config_path)
