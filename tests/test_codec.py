@@ -196,3 +196,22 @@ def test_the_shipped_small_codec_loads_strictly_in_the_official_layout() -> None
     codes, counts = codec(audio)
     assert codes.shape == (1, 16, 13) and counts.tolist() == [12]
     assert torch.equal(build_encoder(str(folder))(audio)[0], codes)
+
+
+def test_a_run_can_start_from_a_saved_codec_and_refuses_another_architecture(audio_root: Path, tmp_path: Path) -> None:
+    device = torch.device("cpu")
+    sampler = CropSampler(list_audio(audio_root, None), device, 1.0)
+    first = CodecTrainer(tiny_config(audio_root, tmp_path / "first"), device)
+    first.run(sampler, None, 2)
+    started = CodecTrainer(tiny_config(audio_root, tmp_path / "second", init_from=str(tmp_path / "first" / "latest")), device)
+    assert started.step == 0
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, started.model.state_dict()[key]), key
+    fresh = CodecTrainer(tiny_config(audio_root, tmp_path / "third"), device)
+    assert not all(torch.equal(v, fresh.model.state_dict()[k]) for k, v in first.model.state_dict().items())
+    with pytest.raises(SystemExit, match="another architecture"):
+        CodecTrainer(tiny_config(audio_root, tmp_path / "fourth", moss_config="small", init_from=str(tmp_path / "first" / "latest")), device)
+    with pytest.raises(SystemExit, match="init_from: .*nothing"):
+        CodecTrainer(tiny_config(audio_root, tmp_path / "fifth", init_from=str(tmp_path / "nothing")), device)
+    with pytest.raises(SystemExit, match="preset"):
+        CodecTrainer(tiny_config(audio_root, tmp_path / "sixth", init_from="tiny"), device)

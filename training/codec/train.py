@@ -29,8 +29,8 @@ from training.codec.health import CodeUsage
 from training.codec.losses import LossWeights, ReconstructionLoss
 from training.moss.attention import causal_attention_within_context
 from training.moss.codec import MossCodec, sample_levels
-from training.moss.config import resolve_moss
-from training.moss.weights import empty_codec, init_codec_weights, save_official_layout
+from training.moss.config import MossConfig, resolve_moss
+from training.moss.weights import empty_codec, init_codec_weights, load_official_weights, save_official_layout
 from training.train import lr_factor, resolve_device
 
 STATE_FILE = "state.pt"
@@ -68,6 +68,9 @@ class CodebookConfig:
 @dataclass
 class CodecTrainConfig:
     moss_config: str = "small"
+    # A weights folder in the official layout (encoder, quantizer and decoder; e.g. models/moss-small) to continue
+    # from instead of starting at random: a new run builds on a shipped codec. Its config must be moss_config's.
+    init_from: str | None = None
     output_dir: str = "artifacts/codec"
     seed: int = 1234
     batch_size: int = 64
@@ -95,7 +98,10 @@ class CodecTrainer:
         self.output = Path(config.output_dir)
         source = resolve_moss(config.moss_config)
         self.model: MossCodec = empty_codec(source.config, "cpu")
-        init_codec_weights(self.model, config.seed)
+        if config.init_from:
+            self._load_start(Path(config.init_from), source.config)
+        else:
+            init_codec_weights(self.model, config.seed)
         self.model.to(device).train()
         self.model.set_attention(causal_attention_within_context)
         self.loss = ReconstructionLoss().to(device)
@@ -106,6 +112,17 @@ class CodecTrainer:
         self.step = 0
         self.total_steps = config.optim.total_steps
         self.history: list[dict] = []
+
+    def _load_start(self, folder: Path, config: MossConfig) -> None:
+        try:
+            start = resolve_moss(str(folder))
+        except ValueError as error:
+            raise SystemExit(f"codec-train: init_from: {error}") from None
+        if start.weights_dir is None:
+            raise SystemExit(f"codec-train: init_from {folder} is a preset: it needs a folder of trained weights")
+        if start.config.to_official_dict() != config.to_official_dict():
+            raise SystemExit(f"codec-train: init_from {folder} is another architecture than moss_config {self.config.moss_config}")
+        load_official_weights(self.model, start.weights_dir)  # strict: every encoder, quantizer and decoder tensor
 
     # -- state -------------------------------------------------------------------------------
     def save(self) -> None:
@@ -263,6 +280,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall time: one GPU slice")
     parser.add_argument("--max-steps", type=int, help="stop (and save) after this many steps in this call")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing state.pt and start from step 0")
+    parser.add_argument("--init-from", help="override init_from: start from this official-layout codec (e.g. models/moss-small), not at random")
 
 
 def load_config(args: argparse.Namespace) -> CodecTrainConfig:
@@ -277,6 +295,8 @@ def load_config(args: argparse.Namespace) -> CodecTrainConfig:
         data["data"]["audio_root"] = args.audio_root
     if args.split:
         data["data"]["split"] = None if args.split == "none" else args.split
+    if args.init_from:
+        data["init_from"] = args.init_from
     return from_dict(CodecTrainConfig, data)
 
 
