@@ -221,8 +221,14 @@ def upsert_tracks(milvus: Milvus, name: str, embeddings: np.ndarray, segment_tra
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["track_id"]] = row["segment"] + 1
+    # One delete per segment count, not per track: each filtered delete scans the collection (in Milvus Lite a
+    # thousand of them, one per added track, took over ten minutes), and most tracks of a batch share a count.
+    by_count: dict[int, list[str]] = {}
     for track_id, count in counts.items():
-        milvus("delete", name, filter=f"track_id in {_quoted([track_id])} and segment >= {count}")
+        by_count.setdefault(count, []).append(track_id)
+    for count, track_ids in by_count.items():
+        for chunk in _chunks(track_ids, QUERY_BATCH):
+            milvus("delete", name, filter=f"track_id in {_quoted(chunk)} and segment >= {count}")
     return summary(describe(milvus, name), milvus.uri)
 
 

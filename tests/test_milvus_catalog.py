@@ -165,6 +165,24 @@ def test_upsert_replaces_a_tracks_segments(
     assert milvus_catalog.describe(milvus, COLLECTION).n_vectors == len(vectors)
 
 
+def test_one_upsert_of_several_tracks_trims_each_to_its_own_count(milvus: milvus_catalog.Milvus, serving_artifacts: Any) -> None:
+    """Tracks upserted together keep exactly their new segments: two cut to one segment, a third kept whole (the
+    trailing deletes are grouped by segment count)."""
+    vectors, segments, tracks = catalog_rows(serving_artifacts)
+    ids = [t["track_id"] for t in tracks]
+    sha = serving_artifacts.catalog.manifest["embedder_sha256"]
+    names = ("track-02", "track-03", "track-04")
+    own = [vectors[segments == ids.index(t)] for t in names]
+    assert all(len(rows) > 1 for rows in own)
+    chosen = [own[0][:1], own[1][:1], own[2]]
+    track_of_row = np.concatenate([np.full(len(rows), i) for i, rows in enumerate(chosen)])
+    milvus_catalog.upsert_tracks(milvus, COLLECTION, np.concatenate(chosen), track_of_row, [{"track_id": t} for t in names], sha)
+    assert milvus_catalog.describe(milvus, COLLECTION).n_vectors == len(vectors) - (len(own[0]) - 1) - (len(own[1]) - 1)
+    whole = np.concatenate([np.full(len(rows), i) for i, rows in enumerate(own)])
+    milvus_catalog.upsert_tracks(milvus, COLLECTION, np.concatenate(own), whole, [{"track_id": t} for t in names], sha)
+    assert milvus_catalog.describe(milvus, COLLECTION).n_vectors == len(vectors)
+
+
 def test_milvus_down_fails_requests_clearly_and_the_server_stays_ready(
     grpc: grpcclient.InferenceServerClient, milvus_server: MilvusLiteServer, serving_artifacts: Any,
 ) -> None:
