@@ -20,20 +20,22 @@ from serving.triton_runtime import EmbeddedTriton
 from training.audio_io import SAMPLE_RATE
 from training.augment import CONDITIONS
 from training.excerpts import noisy_excerpt
-from training.pipeline import DataSet, PipelineConfig, add_source_arguments, prepare_data, run_step
+from training.pipeline import PipelineConfig, add_source_arguments, prepare_data, run_step
 from training.splits import read_split
 
 
-def build_serving_artifacts(data: DataSet, onnx_dir: Path, index_dir: Path, n_quantizers: int, timings: dict[str, float]) -> tuple[Path, Path]:
+def build_serving_artifacts(moss_config: str, checkpoint: Path, tokens_roots: list[Path], onnx_dir: Path, index_dir: Path,
+                            n_quantizers: int, timings: dict[str, float]) -> tuple[Path, Path]:
+    """The encoder and embedder ONNX exports and one FAISS catalog of every tokens folder, each made where absent."""
     moss_onnx, embedder_onnx = onnx_dir / "moss_encoder.onnx", onnx_dir / "token_embedder.onnx"
     if not moss_onnx.exists():
-        run_step("moss-onnx", "export.moss_onnx", ["--moss-config", data.moss_config, "--output", str(moss_onnx), "--n-quantizers", str(n_quantizers)], timings)
+        run_step("moss-onnx", "export.moss_onnx", ["--moss-config", moss_config, "--output", str(moss_onnx), "--n-quantizers", str(n_quantizers)], timings)
     if not embedder_onnx.exists():
-        run_step("embedder-onnx", "export.embedder_onnx", ["--checkpoint", str(data.checkpoint), "--output", str(embedder_onnx), "--n-quantizers", str(n_quantizers)], timings)
+        run_step("embedder-onnx", "export.embedder_onnx", ["--checkpoint", str(checkpoint), "--output", str(embedder_onnx), "--n-quantizers", str(n_quantizers)], timings)
     if not (index_dir / "manifest.json").exists():
         # One catalog over every tokens folder: the first builds it, the others are appended.
-        for i, tokens in enumerate(data.tokens_roots):
-            run_step(f"index-{tokens.name}", "export.index", ["--checkpoint", str(data.checkpoint), "--embedder-onnx", str(embedder_onnx), "--tokens-root", str(tokens),
+        for i, tokens in enumerate(tokens_roots):
+            run_step(f"index-{tokens.name}", "export.index", ["--checkpoint", str(checkpoint), "--embedder-onnx", str(embedder_onnx), "--tokens-root", str(tokens),
                                                              "--output", str(index_dir), "--n-quantizers", str(n_quantizers), *(["--add"] if i else [])], timings)
     return moss_onnx, embedder_onnx
 
@@ -64,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
     data = prepare_data(cfg, timings)
     # Exports and the index belong to one tokenizer and one checkpoint: a new either gets fresh ones.
     served = args.work_dir / "serving" / f"{data.tag}-{sha256_file(data.checkpoint)[:10]}"
-    moss_onnx, embedder_onnx = build_serving_artifacts(data, served / "onnx", served / "index", cfg.n_quantizers, timings)
+    moss_onnx, embedder_onnx = build_serving_artifacts(data.moss_config, data.checkpoint, data.tokens_roots, served / "onnx", served / "index",
+                                                       cfg.n_quantizers, timings)
     publish_artifacts(args.model_repository, moss_onnx=moss_onnx, embedder_onnx=embedder_onnx, catalog_dir=served / "index")
     # Real music when there is some: a test track (never trained on); else any generated track.
     query_root = data.audio_roots[0]

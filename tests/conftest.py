@@ -98,20 +98,30 @@ def api_server(tmp_path_factory: pytest.TempPathFactory, triton_server: Embedded
 
 
 @dataclass
-class RealPipeline:
-    """The real tiny pipeline (random-weight tiny MOSS, a TokenEmbedder, a flat catalog of generated tracks)
-    served by its own tritonserver, next to the offline PyTorch models it was exported from."""
+class RealArtifacts:
+    """The real tiny pipeline's inputs and exports: 8 generated tracks (audio/, tokens/ of the random-weight tiny MOSS),
+    a random TokenEmbedder checkpoint, both ONNX exports and the flat catalog of the tracks, all under ``folder``."""
 
-    server: EmbeddedTriton
+    folder: Path
     encoder: object  # training.moss.MossEncoder
     embedder: object  # training.embedder.TokenEmbedder
+    checkpoint: Path
+    moss_onnx: Path
+    embedder_onnx: Path
     catalog_dir: Path
-    track_audio: dict[str, np.ndarray]
     n_quantizers: int
+
+    @property
+    def audio_root(self) -> Path:
+        return self.folder / "audio"
+
+    @property
+    def tokens_root(self) -> Path:
+        return self.folder / "tokens"
 
 
 @pytest.fixture(scope="session")
-def real_pipeline(tmp_path_factory: pytest.TempPathFactory, serving_config) -> Iterator[RealPipeline]:
+def real_artifacts(tmp_path_factory: pytest.TempPathFactory, serving_config) -> RealArtifacts:
     import torch
 
     from common.cli import run_module
@@ -119,7 +129,6 @@ def real_pipeline(tmp_path_factory: pytest.TempPathFactory, serving_config) -> I
     from export.moss_onnx import export_moss_onnx
     from training.embedder import EmbedderConfig, TokenEmbedder
     from training.moss.weights import build_encoder
-    from training.synth import synthesize_track
 
     folder = tmp_path_factory.mktemp("real")
     n_quantizers = serving_config.model("moss_encoder").outputs[0].dims[0]
@@ -135,10 +144,28 @@ def real_pipeline(tmp_path_factory: pytest.TempPathFactory, serving_config) -> I
     assert run_module("training.tokenize", ["--input-root", str(folder / "audio"), "--output-root", str(folder / "tokens"), "--n-quantizers", str(n_quantizers), "--device", "cpu"]) == 0
     catalog_dir = folder / "index"
     assert run_module("export.index", ["--checkpoint", str(checkpoint), "--embedder-onnx", str(embedder_onnx), "--tokens-root", str(folder / "tokens"), "--output", str(catalog_dir), "--n-quantizers", str(n_quantizers)]) == 0
-    repository = lay_out_repository(folder / "serving", moss_onnx=moss_onnx, embedder_onnx=embedder_onnx, catalog_dir=catalog_dir)
-    audio = {p.stem: load_wav(p) for p in sorted((folder / "audio").glob("*.wav"))}
-    with EmbeddedTriton(repository, log_path=folder / "tritonserver.log") as server:
-        yield RealPipeline(server, encoder, embedder, catalog_dir, audio, n_quantizers)
+    return RealArtifacts(folder, encoder, embedder, checkpoint, moss_onnx, embedder_onnx, catalog_dir, n_quantizers)
+
+
+@dataclass
+class RealPipeline:
+    """The real tiny pipeline served by its own tritonserver, next to the offline PyTorch models it was exported from."""
+
+    server: EmbeddedTriton
+    encoder: object  # training.moss.MossEncoder
+    embedder: object  # training.embedder.TokenEmbedder
+    catalog_dir: Path
+    track_audio: dict[str, np.ndarray]
+    n_quantizers: int
+
+
+@pytest.fixture(scope="session")
+def real_pipeline(real_artifacts: RealArtifacts) -> Iterator[RealPipeline]:
+    art = real_artifacts
+    repository = lay_out_repository(art.folder / "serving", moss_onnx=art.moss_onnx, embedder_onnx=art.embedder_onnx, catalog_dir=art.catalog_dir)
+    audio = {p.stem: load_wav(p) for p in sorted(art.audio_root.glob("*.wav"))}
+    with EmbeddedTriton(repository, log_path=art.folder / "tritonserver.log") as server:
+        yield RealPipeline(server, art.encoder, art.embedder, art.catalog_dir, audio, art.n_quantizers)
 
 
 def load_wav(path: Path) -> np.ndarray:
