@@ -149,6 +149,8 @@ def describe(milvus: Milvus, name: str) -> CollectionInfo:
         raise CatalogMismatch(f"Milvus collection {name!r} at {milvus.uri} is not a CloudTune catalog (format_version "
                               f"{properties.get('format_version')!r}, expected {FORMAT_VERSION})")
     vector = next(field for field in info["fields"] if field["name"] == "vector")
+    # Counting needs a loaded collection, and a restarted Milvus Lite holds every collection released.
+    milvus("load_collection", name)
     vectors = milvus("query", name, filter="", output_fields=["count(*)"])[0]["count(*)"]
     tracks = milvus("query", name, filter="segment == 0", output_fields=["count(*)"])[0]["count(*)"]
     return CollectionInfo(name, info["collection_name"], int(vector["params"]["dim"]), properties["embedder_sha256"],
