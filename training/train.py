@@ -1,7 +1,8 @@
 """`python -m training train`: contrastive training of the TokenEmbedder on (clean catalog window, query view) pairs.
 
-The views and their windows come from `python -m training views` with the same config (catalog layout,
-tokenizer, levels); a mismatch is refused rather than trained on.
+The stored views and their windows come from `python -m training views` with the same config (catalog
+layout, tokenizer, levels); a mismatch is refused rather than trained on. With ``online.enabled`` the training
+pairs are made afresh every step instead (training.online_views) and only the val views are read from disk.
 """
 from __future__ import annotations
 
