@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
-from training.dataset import CatalogConfig, SegmentCatalog, build_catalog
+from training.dataset import CatalogConfig, SegmentCatalog, build_catalog, holding_windows
 from training.encode import HOP, clip_encoder
 from training.moss.weights import build_encoder
 from training.token_files import load_tracks
@@ -71,11 +71,11 @@ class OnlinePairs:
         self.windows = torch.zeros(len(catalog.segments), n_levels, width, dtype=torch.long)
         for i, segment in enumerate(catalog.segments):
             self.windows[i, :, : segment.shape[1]] = torch.from_numpy(np.asarray(segment[:n_levels], dtype=np.int64))
-        self.window_frames = torch.tensor([s.shape[1] for s in catalog.segments])
-        self.windows, self.window_frames = self.windows.to(device), self.window_frames.to(device)
-        self.window_track = torch.as_tensor(catalog.segment_track, device=device)
-        self.window_start = torch.as_tensor(catalog.segment_start, device=device)
-        self.window_end = self.window_start + self.window_frames * HOP
+        frames = np.array([s.shape[1] for s in catalog.segments])
+        self.windows, self.window_frames = self.windows.to(device), torch.from_numpy(frames).to(device)
+        # Where each window lies in its track, for choosing the windows that hold a view (holding_windows).
+        self.window_track, self.window_start, self.window_samples = catalog.segment_track, catalog.segment_start, frames * HOP
+        self.track_windows = [np.flatnonzero(catalog.segment_track == t) for t in range(len(catalog.track_ids))]
 
     def generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, step]).generate_state(1)[0]))
@@ -113,13 +113,14 @@ class OnlinePairs:
         return total / rms(total).clamp_min(1e-30)
 
     def positives(self, tracks: list[int], offsets: list[int], samples: int, gen: torch.Generator) -> torch.Tensor:
-        """For each view, one of its track's catalog windows holding all of it (else the most of it), ties at random."""
-        track = torch.tensor(tracks, device=self.device)[:, None]
-        start = torch.tensor(offsets, device=self.device)[:, None]
-        overlap = (torch.minimum(self.window_end[None, :], start + samples) - torch.maximum(self.window_start[None, :], start)).double()
-        overlap = overlap.masked_fill(self.window_track[None, :] != track, -np.inf)
-        jitter = torch.rand(overlap.shape, generator=gen, dtype=torch.float64).to(self.device) * 0.5
-        return (overlap + jitter).argmax(dim=1)
+        """For each view, one of its track's catalog windows holding all of it (else the most of it), ties at random:
+        the pairing rule of the stored views (``holding_windows``)."""
+        picked = []
+        for track, offset in zip(tracks, offsets):
+            rows = self.track_windows[track]
+            holding = rows[holding_windows(self.window_start[rows], self.window_samples[rows], offset, samples)]
+            picked.append(int(holding[int(torch.randint(len(holding), (), generator=gen))]))
+        return torch.tensor(picked, device=self.device)
 
     def batch(self, step: int) -> tuple[torch.Tensor, ...]:
         gen = self.generator(step)
