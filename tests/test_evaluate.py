@@ -220,7 +220,7 @@ def test_quality_on_a_cpu_stores_the_views_of_an_online_config(generated: Path, 
     ]) == 0
     result = json.loads(report.read_text())
     assert any("online.enabled off" in note for note in result["data"]["fallbacks"])
-    trained = Path(result["checkpoint"]).parent
-    assert load_yaml(TrainConfig, trained / "train.yaml").online.enabled is False
-    train_ids = (Path(load_yaml(TrainConfig, trained / "train.yaml").data.splits_root) / "train.txt").read_text().split()
-    assert train_ids and all((Path(load_yaml(TrainConfig, trained / "train.yaml").data.views_root) / f"{t}.npz").is_file() for t in train_ids)
+    used = load_yaml(TrainConfig, Path(result["checkpoint"]).parent / "train.yaml")
+    assert used.online.enabled is False
+    train_ids = (Path(used.data.splits_root) / "train.txt").read_text().split()
+    assert train_ids and all((Path(used.data.views_root) / f"{t}.npz").is_file() for t in train_ids)

@@ -60,6 +60,6 @@ def test_add_appends_only_the_new_tracks_rows(catalog_audio: tuple[Path, Path], 
     assert run_module("export.index", [*argv, "--tokens-root", str(first)]) == 0
     assert run_module("export.index", [*argv, "--tokens-root", str(tokens), "--add"]) == 0
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    frames = [files[0].codes.shape[1] for files in load_tracks(tokens).values()]
+    frames = [chunks[0].codes.shape[1] for chunks in load_tracks(tokens).values()]
     assert manifest["n_tracks"] == TRACKS
     assert manifest["n_vectors"] == sum(len(window_starts(n, layout.window_frames, layout.hop_frames)) for n in frames)
