@@ -186,7 +186,19 @@ def plot_agreement(table: dict[str, dict[str, dict[str, Any]]], path: Path, titl
     plt.close(fig)
 
 
+def missing_inputs(args: argparse.Namespace) -> list[str]:
+    """What of the command's inputs is not there, one phrase each (checked before any export or server start)."""
+    missing = [] if args.checkpoint.is_file() else [f"--checkpoint {args.checkpoint}: no such file"]
+    missing += [f"--tokens-root {root}: no such folder" for root in args.tokens_root if not root.is_dir()]
+    if not (args.corpus / "manifest.csv").is_file():
+        missing.append(f"--corpus {args.corpus}: no manifest.csv (make corpus installs the corpus)")
+    return missing
+
+
 def main(args: argparse.Namespace) -> int:
+    missing = missing_inputs(args)
+    if missing:
+        raise SystemExit("milvus-agreement: " + "; ".join(missing))
     config = load_serving_config()
     # The served models fix the level count: moss_encoder's CODES are [Q, frames].
     n_quantizers = config.model("moss_encoder").outputs[0].dims[0]

@@ -56,3 +56,9 @@ def test_both_backends_answer_every_query_and_the_report_counts_them(
     table = (out_dir / "table.md").read_text()
     assert table in capsys.readouterr().out and all(f"| {c} | 5 |" in table for c in CONDITIONS)
     assert (out_dir / "agreement.png").stat().st_size > 0
+
+
+def test_missing_inputs_are_named_in_one_line_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"--checkpoint .*no such file; --tokens-root .*no such folder; --corpus .*no manifest.csv"):
+        run_module("benchmarks.milvus_agreement", ["--checkpoint", str(tmp_path / "none.pt"), "--tokens-root", str(tmp_path / "tokens"),
+                                                   "--corpus", str(tmp_path / "corpus")])
