@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from common.cli import run_module
 from common.metrics_db import connect, run_query
@@ -92,6 +93,20 @@ def test_splits_views_train_evaluate(catalog: Path, tokens: Path, tmp_path: Path
     save_yaml(cfg, tmp_path / "train.yaml")
     assert run_module("training.train", ["--config", str(tmp_path / "train.yaml"), "--device", "cpu", "--resume", str(checkpoints / "last.pt")]) == 0
     assert [h["epoch"] for h in json.loads((checkpoints / "history.json").read_text())] == [1, 2, 3] and finished_epochs(checkpoints) == 3
+
+    # init_from starts a new run (fresh optimizer and schedule) from those weights: at lr 0 they come out unchanged.
+    started = torch.load(checkpoints / "last.pt", weights_only=False)
+    cfg.init_from, cfg.output_dir, cfg.optim.epochs, cfg.optim.lr = str(checkpoints / "last.pt"), str(tmp_path / "continued"), 1, 0.0
+    save_yaml(cfg, tmp_path / "continue.yaml")
+    assert run_module("training.train", ["--config", str(tmp_path / "continue.yaml"), "--device", "cpu"]) == 0
+    continued = torch.load(tmp_path / "continued" / "last.pt", weights_only=False)
+    assert continued["epoch"] == 1 and continued["log_temperature"] == pytest.approx(started["log_temperature"])
+    assert all(torch.equal(continued["model"][name], weights) for name, weights in started["model"].items())
+    cfg.model.d_model = 64
+    save_yaml(cfg, tmp_path / "continue.yaml")
+    with pytest.raises(SystemExit, match="init_from .*model config"):
+        run_module("training.train", ["--config", str(tmp_path / "continue.yaml"), "--device", "cpu"])
+    cfg.model.d_model = 32
 
     report = tmp_path / "quality.json"
     assert run_module("training.evaluate", [

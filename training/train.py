@@ -61,6 +61,9 @@ class TrainConfig:
     temperature: float = 0.07
     learn_temperature: bool = True
     code_dropout: float = 0.1
+    # An embedder checkpoint (best.pt or last.pt of an earlier run, same model config) whose weights and temperature
+    # start this run, with a fresh optimizer and schedule: a longer or larger-batch run continues what one paid for.
+    init_from: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: EmbedderConfig = field(default_factory=EmbedderConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
@@ -135,6 +138,18 @@ def finished_epochs(output_dir: Path) -> int:
     return len(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() and (Path(output_dir) / "last.pt").is_file() else 0
 
 
+def load_initial_weights(model: TokenEmbedder, checkpoint: Path, expected: EmbedderConfig) -> float:
+    """Load ``checkpoint``'s weights into ``model`` (``init_from``) and return its learnt temperature; another model
+    config or a missing file is one line of error."""
+    if not checkpoint.is_file():
+        raise SystemExit(f"init_from {checkpoint}: no such file")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if state.get("model_config") != to_dict(expected):
+        raise SystemExit(f"init_from {checkpoint}: its model config {state.get('model_config')} is not this run's {to_dict(expected)}")
+    model.load_state_dict(state["model"])
+    return math.exp(state["log_temperature"]) if "log_temperature" in state else state["history"][-1]["temperature"]
+
+
 def trained_layout(checkpoint: str | Path) -> CatalogConfig:
     """The catalog layout the embedder was trained with (its windows were the positives), else the default."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -181,10 +196,13 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
     val_views = [load_views(views_root, t) for t in val_ids]
     epoch_batches, steps_per_epoch = _batch_source(cfg, train_ids, views_root, device)
     model = TokenEmbedder(cfg.model)
-    if cfg.model.init_from_codebook and resume is None:
+    temperature = cfg.temperature
+    if cfg.init_from and resume is None:
+        temperature = load_initial_weights(model, Path(cfg.init_from), cfg.model)
+    elif cfg.model.init_from_codebook and resume is None:
         init_from_codebook(model, tokenizer_quantizer(cfg.data.tokenizer), cfg.seed)
     model = model.to(device)
-    log_temperature = torch.nn.Parameter(torch.tensor(math.log(cfg.temperature), device=device), requires_grad=cfg.learn_temperature)
+    log_temperature = torch.nn.Parameter(torch.tensor(math.log(temperature), device=device), requires_grad=cfg.learn_temperature)
     optimizer = torch.optim.AdamW([{"params": model.parameters()}, {"params": [log_temperature], "weight_decay": 0.0}], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total_steps = cfg.optim.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, total_steps))
@@ -222,11 +240,11 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_recall@1": val_recall, "temperature": float(log_temperature.detach().exp()), "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 1)}
         history.append(record)
         print(json.dumps(record), flush=True)
-        extra = {"history": history, "best_val_recall@1": max(best, val_recall)}
+        extra = {"history": history, "best_val_recall@1": max(best, val_recall), "log_temperature": float(log_temperature.detach())}
         if val_recall > best:
             best = val_recall
             save_checkpoint(out_dir / "best.pt", model, cfg, epoch, extra)
-        save_checkpoint(out_dir / "last.pt", model, cfg, epoch, {**extra, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "log_temperature": float(log_temperature.detach())})
+        save_checkpoint(out_dir / "last.pt", model, cfg, epoch, {**extra, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
         (out_dir / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
         plot_history(history, out_dir / "history.png")
     return {"best_val_recall@1": best, "epochs": len(history), "output_dir": str(out_dir)}
