@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from common.yaml_config import from_dict
 from training.audio_io import write_wav
@@ -179,6 +180,13 @@ def test_codec_export_cli_writes_a_loadable_float16_checkpoint(audio_root: Path,
                         "--shards", shards], check=True, cwd=ROOT, capture_output=True)
     assert len(list(sharded.glob("*.safetensors"))) == 2 and [p.name for p in single.glob("*.safetensors")] == ["model.safetensors"]
     assert torch.equal(build_codec(str(single))(audio)[0], rounded(audio)[0])
+    # --encoder-only: no decoder keys or config, the same codes
+    encoder_only = tmp_path / "encoder-only"
+    subprocess.run([sys.executable, "-m", "training", "codec-export", "--state", str(out), "--out", str(encoder_only), "--encoder-only"],
+                   check=True, cwd=ROOT, capture_output=True)
+    assert "decoder_kwargs" not in json.loads((encoder_only / "config.json").read_text())
+    assert not [k for k in load_file(str(encoder_only / "model.safetensors")) if k.startswith("decoder.")]
+    assert torch.equal(build_encoder(str(encoder_only))(audio)[0], rounded(audio)[0])
 
 
 def test_codec_train_cli_reports_missing_audio(tmp_path: Path) -> None:

@@ -6,7 +6,11 @@
 # Here, once: the packs (each within what one call carries besides the code and wheels)
 #   python -m training corpus-pack --split all --codec opus --compression-level 0.94 --max-mb 9 --out .gpucarry/packA
 #   python -m training corpus-pack --split all --codec opus --compression-level 0.94 --max-mb 40 --out .gpucarry/packB --after .gpucarry/packA
-#   ... until it reports 0 left. Wheels in .whl (soundfile, soxr, cffi, pycparser) and .whl-faiss (faiss-cpu), the tokenizer in .gpucarry/moss-small.
+#   ... until it reports 0 left. Wheels in .whl (soundfile, soxr, cffi, pycparser) and .whl-faiss (faiss-cpu), the tokenizer's
+#   encoder (half the file, the same codes) in .gpucarry/moss-small:
+#   python -m training codec-export --state models/moss-small --out .gpucarry/moss-small --encoder-only
+# To continue an earlier run instead of starting over, carry its best.pt with the first call and pass a copy of
+# configs/train_music.yaml with `init_from:` set to it (--train-config).
 # There, call after call on one warm machine, from the repository root:
 #   training/gpu_quality.sh setup                 # wheels -> /tmp/site, the tokenizer -> artifacts/moss-small (faiss arrives with a later call: evaluation needs it)
 #   training/gpu_quality.sh add .gpucarry/packA   # merge a pack into artifacts/corpus and tokenize what it brought
