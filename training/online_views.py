@@ -12,6 +12,8 @@ padding; over the steps the lengths cover the range as the offline views' do.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +49,10 @@ class AudioBank:
 
     @classmethod
     def load(cls, paths: list[Path], device: torch.device) -> AudioBank:
-        clips = [load_audio(p) for p in tqdm(paths, desc="audio to device", unit="track")]
+        # Decoding (Opus on a GPU machine) and resampling release the GIL: threads cut the start of every
+        # training call from minutes to seconds on a many-core machine; map keeps the track order.
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            clips = list(tqdm(pool.map(load_audio, paths), total=len(paths), desc="audio to device", unit="track"))
         lengths = [c.size for c in clips]
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64).tolist()
         return cls(torch.from_numpy(np.concatenate(clips).astype(np.float32)).to(device), starts, lengths)
