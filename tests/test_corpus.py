@@ -267,3 +267,14 @@ def test_packs_after_packs_carry_the_whole_corpus_and_unpack_into_one(tmp_path: 
         writer.writerow({**first, "path": "audio/renamed.ogg"})
     with pytest.raises(SystemExit, match="already in .* from other files"):
         run_module("training.corpus.unpack", [str(clash), "--corpus", str(merged)])
+
+
+def test_a_game_data_package_contributes_only_its_music_folder(tmp_path: Path, music: dict[str, np.ndarray]) -> None:
+    base = tmp_path / "usr" / "share" / "games" / "kart" / "data"
+    for folder in ("Music", "sfx", "tracks/cave"):
+        (base / folder).mkdir(parents=True)
+        sf.write(base / folder / "theme.ogg", music["b"][: 2 * SAMPLE_RATE], SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    paths = sorted(base.rglob("*.ogg"))
+    assert set(list_package("kart-data", paths).sources) == {"kart-music-theme", "kart-sfx-theme", "kart-cave-theme"}
+    (track_id, source), = list_package("kart-data", paths, music_only=True).sources.items()
+    assert track_id == "kart-theme" and source.file == base / "Music" / "theme.ogg"

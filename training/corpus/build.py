@@ -105,10 +105,10 @@ def main(args: argparse.Namespace) -> int:
     if args.no_install:
         missing = [package for package in packages if not installed(package)]
         if missing:
-            raise SystemExit(f"packages not installed: {' '.join(missing)}; install them with: sudo apt-get install -y {' '.join(missing)}")
+            raise SystemExit(f"packages not installed: {' '.join(missing)}; install them with: sudo apt-get install -y --no-install-recommends {' '.join(missing)}")
     else:
         ensure_installed(packages)
-    listings = [list_package(package, dpkg_files(package)) for package in packages]
+    listings = [list_package(package, dpkg_files(package), package in cfg.music_folder_only) for package in packages]
     out = Path(args.out or cfg.output_dir)
     summary = build_corpus(listings, out, cfg, workers=args.workers, started=started)
     per_package = ", ".join(f"{name} {entry['tracks']} ({entry['minutes']:.1f} min)" for name, entry in summary["per_package"].items())

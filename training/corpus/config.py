@@ -27,6 +27,9 @@ class NearDuplicateConfig:
 @dataclass(frozen=True)
 class CorpusConfig:
     packages: tuple[str, ...] = ()
+    # Game-data packages that ship sound effects, ambience and speech beside their music: only their files
+    # under a folder named "music" (any case) are sources.
+    music_folder_only: tuple[str, ...] = ()
     output_dir: str = "artifacts/corpus"
     min_seconds: float = 30.0
     splits: SplitConfig = field(default_factory=SplitConfig)

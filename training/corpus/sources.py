@@ -8,7 +8,9 @@ per-language folders are symlinks to one folder) are one source; the other paths
 as duplicates of it.
 
 Track ids: ``<game>-<file stem>``, lower case, runs of other characters as ``-``; the game is the
-package name without ``-music``/``-music-ogg`` and a version (``wesnoth-1.16-music`` -> ``wesnoth``).
+package name without ``-music``/``-music-ogg``/``-data`` and a version (``wesnoth-1.16-music`` -> ``wesnoth``,
+``supertux-data`` -> ``supertux``). A game-data package listed with ``music_only`` contributes only the files
+under a folder named ``music``.
 Stems that collide within a package take their folder names in front until they differ.
 """
 from __future__ import annotations
@@ -104,7 +106,8 @@ def ensure_installed(packages: list[str]) -> list[str]:
     missing = [package for package in packages if not installed(package)]
     if not missing:
         return []
-    command = ["apt-get", "install", "-y", *missing]
+    # Without recommends: game-data packages recommend their games (and those a desktop stack); the audio needs neither.
+    command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
     if os.geteuid() != 0:
         raise SystemExit(f"packages not installed: {' '.join(missing)}; install them with: sudo {' '.join(command)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -124,11 +127,15 @@ def dpkg_files(package: str) -> list[Path]:
 
 
 def game_name(package: str) -> str:
-    name = re.sub(r"-music(-ogg)?$", "", package)
+    name = re.sub(r"-(music(-ogg)?|data)$", "", package)
     return re.sub(r"-\d+(\.\d+)*$", "", name)
 
 
-def list_package(package: str, paths: list[Path]) -> Listing:
+def in_music_folder(path: str) -> bool:
+    return any(part.lower() == "music" for part in Path(path).parts[:-1])
+
+
+def list_package(package: str, paths: list[Path], music_only: bool = False) -> Listing:
     """The audio among ``paths`` (a package's files), with track ids; see the module doc."""
     candidates: list[tuple[str, Source]] = []  # (listed path, source)
     errors: list[tuple[str, str]] = []
@@ -147,6 +154,8 @@ def list_package(package: str, paths: list[Path]) -> Listing:
                 errors.append((str(path), f"unreadable: cannot open archive ({exc})"))
                 continue
             candidates += [(f"{path}{MEMBER_SEPARATOR}{member}", Source(package, real, member)) for member in members]
+    if music_only:
+        candidates = [(listed, source) for listed, source in candidates if in_music_folder(source.installed_path)]
     # One source per file (links resolved); other listed paths to it are aliases.
     by_source: dict[Source, list[str]] = {}
     for listed, source in candidates:
