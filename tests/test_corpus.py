@@ -224,6 +224,7 @@ def test_pack_respects_its_budget_and_spreads_over_packages(tmp_path: Path, musi
 
 def test_cli_refuses_a_package_outside_the_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert "wesnoth-1.16-music" in load_corpus_config().packages
+    assert set(load_corpus_config().music_folder_only) <= set(load_corpus_config().packages)
     with pytest.raises(SystemExit, match="not-a-music-package not in the config's packages"):
         run_module("training.corpus.build", ["--packages", "not-a-music-package", "--no-install"])
 
@@ -278,3 +279,9 @@ def test_a_game_data_package_contributes_only_its_music_folder(tmp_path: Path, m
     assert set(list_package("kart-data", paths).sources) == {"kart-music-theme", "kart-sfx-theme", "kart-cave-theme"}
     (track_id, source), = list_package("kart-data", paths, music_only=True).sources.items()
     assert track_id == "kart-theme" and source.file == base / "Music" / "theme.ogg"
+
+
+def test_a_music_folder_rule_for_an_unlisted_package_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "corpus.yaml").write_text("packages: [asc-music]\nmusic_folder_only: [asc-mus1c]\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="music_folder_only names packages not in packages: asc-mus1c"):
+        load_corpus_config(tmp_path / "corpus.yaml")

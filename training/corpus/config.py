@@ -39,6 +39,10 @@ class CorpusConfig:
 
 def load_corpus_config(path: Path = DEFAULT_CONFIG) -> CorpusConfig:
     try:
-        return load_yaml(CorpusConfig, path)
+        cfg = load_yaml(CorpusConfig, path)
     except (OSError, ValueError, TypeError) as exc:
         raise SystemExit(f"{path}: {exc}") from exc
+    unknown = [name for name in cfg.music_folder_only if name not in cfg.packages]
+    if unknown:
+        raise SystemExit(f"{path}: music_folder_only names packages not in packages: {', '.join(unknown)}")
+    return cfg
