@@ -18,6 +18,7 @@ COMMANDS = {
     "corpus": Command("training.corpus.build", "Debian's free game music -> deduplicated 24 kHz mono WAV corpus with manifest and splits"),
     "corpus-pack": Command("training.corpus.pack", "a split (or all) of the corpus as compact Ogg Vorbis/Opus within a size budget, for a GPU machine"),
     "corpus-unpack": Command("training.corpus.unpack", "merge corpus packs into one corpus folder (manifest.csv + audio/)"),
+    "sweep": Command("training.sweep", "train the embedder's base config and one-change variants (levels, width, pooling, batch...) and compare their val recall@1"),
     "quality": Command("training.quality", "corpus (or generated) audio -> tokenize -> splits -> views -> train -> evaluate: reports/quality.json"),
 }
 

@@ -15,6 +15,7 @@
 #   training/gpu_quality.sh setup                 # wheels -> /tmp/site, the tokenizer -> artifacts/moss-small (faiss arrives with a later call: evaluation needs it)
 #   training/gpu_quality.sh add .gpucarry/packA   # merge a pack into artifacts/corpus and tokenize what it brought
 #   training/gpu_quality.sh quality [ARGS]        # python -m training quality (views, training, evaluation)
+#   training/gpu_quality.sh sweep [ARGS]          # python -m training sweep (the embedder's size and shape, one change a run)
 # Every step is skipped where its output exists, so a call cut off at its time limit resumes in the next.
 set -euo pipefail
 TOKENIZER=artifacts/moss-small
@@ -47,8 +48,13 @@ case "${1:-}" in
     shift
     python3 -m training quality --moss-config "$TOKENIZER" "$@"
     ;;
+  sweep)
+    python_env
+    shift
+    python3 -m training sweep --moss-config "$TOKENIZER" "$@"
+    ;;
   *)
-    echo "usage: $0 setup | add PACK | quality [python -m training quality arguments]" >&2
+    echo "usage: $0 setup | add PACK | quality [python -m training quality arguments] | sweep [python -m training sweep arguments]" >&2
     exit 2
     ;;
 esac
