@@ -30,6 +30,16 @@ def windowed_causal_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def explicit_windowed_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> Tensor:
+    """``windowed_causal_attention`` with the window as an additive 0/-inf bias of ``[N, N]`` instead of a
+    boolean mask, for the ONNX export: SDPA with a boolean mask exports with a NaN guard (IsNaN + Where)
+    over every ``[B, H, N, N]`` score matrix, a tenth of the CPU encoder's time. Every row keeps its
+    diagonal, so no row is all -inf and the guard had nothing to catch: the same codes."""
+    n = q.shape[-2]
+    bias = torch.zeros(n, n, dtype=q.dtype, device=q.device).masked_fill(~sliding_window_mask(n, context, q.device), float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
 def blocked_windowed_causal_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> Tensor:
     """``windowed_causal_attention`` one block of ``context`` queries at a time, each against the keys its
     window can reach: the same result with memory linear in N instead of quadratic (whole tracks of many
