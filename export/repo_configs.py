@@ -73,6 +73,9 @@ class ModelSpec:
     embedded: Instances = Instances()
     gpu: Instances = Instances(kind="KIND_GPU")
     gpu_parameters: dict[str, str] = field(default_factory=dict)  # added to `parameters` in the gpu configs
+    embedded_parameters: dict[str, str] = field(default_factory=dict)  # added to `parameters` in the embedded configs
+    # The embedded configs' dynamic-batching queue delay, where it differs from dynamic_batching's.
+    embedded_queue_delay_microseconds: int | None = None
     steps: tuple[Step, ...] = ()
 
 
@@ -162,6 +165,8 @@ def _validate(config: ServingConfig) -> None:
             raise ValueError(f"{model.name}: steps use undescribed models {unknown}")
         if model.dynamic_batching and model.max_batch_size == 0:
             raise ValueError(f"{model.name}: dynamic batching needs max_batch_size > 0")
+        if model.embedded_queue_delay_microseconds is not None and model.dynamic_batching is None:
+            raise ValueError(f"{model.name}: embedded_queue_delay_microseconds without dynamic_batching")
 
 
 def load_serving_config(path: str | Path = DEFAULT_CONFIG) -> ServingConfig:
@@ -228,7 +233,10 @@ def build_model_config(model: ModelSpec, target: str, config: ServingConfig) -> 
         _fill_tensor(message.output.add(), tensor)
     if model.dynamic_batching is not None:
         message.dynamic_batching.preferred_batch_size.extend(model.dynamic_batching.preferred_batch_size)
-        message.dynamic_batching.max_queue_delay_microseconds = model.dynamic_batching.max_queue_delay_microseconds
+        delay = model.dynamic_batching.max_queue_delay_microseconds
+        if target == "embedded" and model.embedded_queue_delay_microseconds is not None:
+            delay = model.embedded_queue_delay_microseconds
+        message.dynamic_batching.max_queue_delay_microseconds = delay
     if model.kind == "ensemble":
         for step in model.steps:
             entry = message.ensemble_scheduling.step.add(model_name=step.model, model_version=-1)
@@ -238,7 +246,8 @@ def build_model_config(model: ModelSpec, target: str, config: ServingConfig) -> 
     instances = {"production": model.production, "embedded": model.embedded, "gpu": model.gpu}[target]
     message.instance_group.add(kind=mc.ModelInstanceGroup.Kind.Value(instances.kind), count=instances.count)
     catalog = config.catalog.parameters() if model.name == config.catalog.model else {}
-    for key, value in {**model.parameters, **catalog, **(model.gpu_parameters if target == "gpu" else {})}.items():
+    per_target = {"gpu": model.gpu_parameters, "embedded": model.embedded_parameters}.get(target, {})
+    for key, value in {**model.parameters, **catalog, **per_target}.items():
         message.parameters[key].string_value = value
     if target in ("embedded", "gpu"):
         # Relative: the embedded server resolves it in its working folder (serving/triton_runtime.py), wherever

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serving.catalog_index import Catalog, faiss_gpus, load_catalog
+from serving.catalog_index import Catalog, faiss, faiss_gpus, load_catalog
 
 
 def load_catalog_for_instance(
     directory: str | Path, expected_dim: int | None, expected_embedder_sha256: str | None,
-    instance_kind: str = "CPU", device_id: int = 0,
+    instance_kind: str = "CPU", device_id: int = 0, cpu_threads: int = 0,
 ) -> tuple[Catalog, str]:
-    """The verified catalog and where it is searched (for the model's log line); raises CatalogMismatch."""
+    """The verified catalog and where it is searched (for the model's log line); raises CatalogMismatch.
+
+    ``cpu_threads`` > 0 sets FAISS's OpenMP threads for CPU search (0 keeps its default, one per core).
+    """
     gpus = faiss_gpus()
     if instance_kind == "GPU" and gpus == 0:
         import torch
@@ -29,4 +32,6 @@ def load_catalog_for_instance(
     catalog = load_catalog(directory, expected_dim, expected_embedder_sha256)
     if instance_kind == "GPU" and gpus > 0:
         return catalog.to_gpu(device_id), f"FAISS GPU {device_id}"
-    return catalog, "FAISS CPU"
+    if cpu_threads > 0:  # load_catalog has needed FAISS to get here
+        faiss.omp_set_num_threads(cpu_threads)
+    return catalog, f"FAISS CPU ({faiss.omp_get_max_threads()} threads)"

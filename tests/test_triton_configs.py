@@ -5,6 +5,8 @@ import argparse
 import shutil
 from pathlib import Path
 
+import pytest
+
 from export import repo_configs
 
 
@@ -46,3 +48,27 @@ def test_production_runtime_is_selectable() -> None:
     embedded = repo_configs.build_model_config(encoder, "embedded", config)
     assert embedded.backend == "onnx_cpu" and "EXECUTION_ENV_PATH" in embedded.parameters
     assert not any(tensor.allow_ragged_batch for tensor in plan.input)
+
+
+def test_embedded_overrides_reach_only_the_embedded_configs() -> None:
+    config = repo_configs.load_serving_config()
+    for name in ("moss_encoder", "token_embedder"):
+        model = config.model(name)
+        delays = {target: repo_configs.build_model_config(model, target, config).dynamic_batching.max_queue_delay_microseconds
+                  for target in ("production", "embedded", "gpu")}
+        assert delays["embedded"] == model.embedded_queue_delay_microseconds == 0
+        assert delays["production"] == delays["gpu"] == model.dynamic_batching.max_queue_delay_microseconds > 0
+    topk = config.model("faiss_topk")
+    params = {target: repo_configs.build_model_config(topk, target, config).parameters for target in ("production", "embedded", "gpu")}
+    assert params["embedded"]["SEARCH_THREADS"].string_value == "1"
+    assert "SEARCH_THREADS" not in params["production"] and "SEARCH_THREADS" not in params["gpu"]
+
+
+def test_an_embedded_queue_delay_without_batching_is_refused(tmp_path: Path) -> None:
+    text = Path("configs/serving.yaml").read_text(encoding="utf-8")
+    broken = text.replace("    embedded: {kind: KIND_CPU, count: 1}\n    gpu: {kind: KIND_CPU, count: 2}",
+                          "    embedded: {kind: KIND_CPU, count: 1}\n    gpu: {kind: KIND_CPU, count: 2}\n    embedded_queue_delay_microseconds: 0", 1)
+    assert broken != text
+    (tmp_path / "serving.yaml").write_text(broken, encoding="utf-8")
+    with pytest.raises(ValueError, match="audio_windows: embedded_queue_delay_microseconds without dynamic_batching"):
+        repo_configs.load_serving_config(tmp_path / "serving.yaml")

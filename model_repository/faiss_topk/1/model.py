@@ -37,8 +37,8 @@ class TritonPythonModel:
                                      f"{params['MILVUS_URI']} ({self.catalog.info.collection}, {self.catalog.info.index_type})")
             return
         index_dir = model_dir / args["model_version"] / params.get("INDEX_DIR", "index")
-        self.catalog, where = load_catalog_for_instance(index_dir, self.dim, embedder["onnx_sha256"],
-                                                        args["model_instance_kind"], int(args["model_instance_device_id"]))
+        self.catalog, where = load_catalog_for_instance(index_dir, self.dim, embedder["onnx_sha256"], args["model_instance_kind"],
+                                                        int(args["model_instance_device_id"]), int(params.get("SEARCH_THREADS", "0")))
         pb_utils.Logger.log_info(f"faiss_topk: {self.catalog.index.ntotal} vectors, searched by {where}")
 
     def _deployed_embedder(self, path: Path) -> dict[str, Any]:
