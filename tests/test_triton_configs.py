@@ -52,12 +52,11 @@ def test_production_runtime_is_selectable() -> None:
 
 def test_embedded_overrides_reach_only_the_embedded_configs() -> None:
     config = repo_configs.load_serving_config()
-    for name in ("moss_encoder", "token_embedder"):
-        model = config.model(name)
-        delays = {target: repo_configs.build_model_config(model, target, config).dynamic_batching.max_queue_delay_microseconds
-                  for target in ("production", "embedded", "gpu")}
-        assert delays["embedded"] == model.embedded_queue_delay_microseconds == 0
-        assert delays["production"] == delays["gpu"] == model.dynamic_batching.max_queue_delay_microseconds > 0
+    encoder = config.model("moss_encoder")
+    delays = {target: repo_configs.build_model_config(encoder, target, config).dynamic_batching.max_queue_delay_microseconds
+              for target in ("production", "embedded", "gpu")}
+    assert delays["embedded"] == encoder.embedded_queue_delay_microseconds == 0
+    assert delays["production"] == delays["gpu"] == encoder.dynamic_batching.max_queue_delay_microseconds > 0
     topk = config.model("faiss_topk")
     params = {target: repo_configs.build_model_config(topk, target, config).parameters for target in ("production", "embedded", "gpu")}
     assert params["embedded"]["SEARCH_THREADS"].string_value == "1"
