@@ -25,16 +25,10 @@ def sliding_window_mask(n: int, context: int, device: torch.device) -> Tensor:
 
 
 def windowed_causal_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> Tensor:
-    """Default backend: SDPA with an explicit boolean mask (exports to plain ONNX ops with dynamic N)."""
-    mask = sliding_window_mask(q.shape[-2], context, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-
-def explicit_windowed_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> Tensor:
-    """``windowed_causal_attention`` with the window as an additive 0/-inf bias of ``[N, N]`` instead of a
-    boolean mask, for the ONNX export: SDPA with a boolean mask exports with a NaN guard (IsNaN + Where)
-    over every ``[B, H, N, N]`` score matrix, a tenth of the CPU encoder's time. Every row keeps its
-    diagonal, so no row is all -inf and the guard had nothing to catch: the same codes."""
+    """Default backend: SDPA with the window as an additive 0/-inf ``[N, N]`` bias (exports to plain ONNX ops
+    with dynamic N). Not a boolean mask: SDPA with one exports with a NaN guard (IsNaN + Where) over every
+    ``[B, H, N, N]`` score matrix, a tenth of the CPU encoder's time; every row keeps its diagonal, so the guard
+    had nothing to catch and the codes are the same."""
     n = q.shape[-2]
     bias = torch.zeros(n, n, dtype=q.dtype, device=q.device).masked_fill(~sliding_window_mask(n, context, q.device), float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
