@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmarks.query_mix import MixSpec, load_mix
 from benchmarks.results import default_name, results_dir, write_summary
+from client.errors import SearchError
 from client.sync_client import AudioSearchClient
 from common.audio import SAMPLE_RATE, load_audio
 
@@ -50,7 +51,8 @@ def excerpts(audio_root: Path | None, seconds: float, count: int, seed: int) -> 
         raise SystemExit(f"no track or mix query is {seconds:g} s long")
     rng = np.random.default_rng(seed)
     picks = [tracks[i % len(tracks)] for i in range(count)]
-    return [track[start : start + samples] for track in picks for start in [int(rng.integers(0, track.size - samples + 1))]]
+    starts = [int(rng.integers(0, track.size - samples + 1)) for track in picks]
+    return [track[start : start + samples] for track, start in zip(picks, starts)]
 
 
 def statistics(triton: Any) -> dict[str, dict[str, int]]:
@@ -155,7 +157,12 @@ def main(args: argparse.Namespace) -> int:
     if args.queries < 1 or args.seconds <= 0:
         raise SystemExit("--queries must be >= 1 and --seconds > 0")
     queries = excerpts(args.audio_root, args.seconds, args.queries, args.seed)
-    report = waterfall(args.url, queries)
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        report = waterfall(args.url, queries)
+    except (SearchError, InferenceServerException) as error:
+        raise SystemExit(f"waterfall: the server at {args.url} did not answer: {error}") from None
     report.update({"url": args.url, "seconds": args.seconds, "audio_root": str(args.audio_root) if args.audio_root else "query mix"})
     out = results_dir(args.name or default_name("waterfall"))
     write_summary(out, report)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 
 from benchmarks.waterfall import PARTS, markdown, per_request, waterfall
+from common.cli import run_module
 from serving.triton_runtime import EmbeddedTriton
 
 
@@ -32,3 +32,8 @@ def test_a_request_count_that_does_not_match_the_queries_is_refused() -> None:
     assert per_request(before, after, "m", 4) == {"total": 1.0, **dict.fromkeys(PARTS, 1.0)}
     with pytest.raises(SystemExit, match="m served 4 requests while 3 queries were sent"):
         per_request(before, after, "m", 3)
+
+
+def test_no_server_is_one_line_of_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="waterfall: the server at localhost:1 did not answer"):
+        run_module("benchmarks.waterfall", ["--url", "localhost:1", "--queries", "2", "--seconds", "1"])
