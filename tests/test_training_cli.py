@@ -106,7 +106,6 @@ def test_splits_views_train_evaluate(catalog: Path, tokens: Path, tmp_path: Path
     save_yaml(cfg, tmp_path / "continue.yaml")
     with pytest.raises(SystemExit, match="init_from .*model config"):
         run_module("training.train", ["--config", str(tmp_path / "continue.yaml"), "--device", "cpu"])
-    cfg.model.d_model = 32
 
     report = tmp_path / "quality.json"
     assert run_module("training.evaluate", [

@@ -141,12 +141,13 @@ def main(args: argparse.Namespace) -> int:
                          corpus=args.corpus, distractors=args.distractors, prepare_only=True)
     timings: dict[str, float] = {}
     data = prepare_data(cfg, timings)
-    base = load_yaml(TrainConfig, args.train_config or TRAIN_CONFIGS[data.source])
+    base_config = args.train_config or TRAIN_CONFIGS[data.source]
+    base = load_yaml(TrainConfig, base_config)
     runs = variants(base, vary)  # every override checked before any training starts
     too_deep = [name for name, run in runs.items() if run.model.n_levels > args.n_quantizers]
     if too_deep:
         raise SystemExit(f"{', '.join(too_deep)}: more levels than the {args.n_quantizers} tokenized; pass --n-quantizers")
-    sweep_dir = args.work_dir / f"{data.tag}" / "sweep"
+    sweep_dir = args.work_dir / data.tag / "sweep"
     rows = []
     for name, run in runs.items():
         work = sweep_dir / name.replace("/", "_")
@@ -157,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
         rows.append(run_summary(name, checkpoints.parent, name != "base" and name.startswith(YARDSTICK_KEYS)))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "val_recall@1"}), flush=True)
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    report = {"epochs": args.epochs, "data": data.describe(), "base_config": str(args.train_config or TRAIN_CONFIGS[data.source]),
+    report = {"epochs": args.epochs, "data": data.describe(), "base_config": str(base_config),
               "vary": {key: values for key, values in vary}, "runs": rows, "seconds_per_step": timings}
     args.report.write_text(json.dumps(report, indent=2), encoding="utf-8")
     plot_sweep(rows, args.report.with_suffix(".png"))
