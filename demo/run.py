@@ -1,11 +1,13 @@
 """`python -m demo` (make demo): the main job end to end on the embedded default.
 
 Builds (or reuses) every artifact — the tokenizer (models/moss-small, or the tiny RANDOM-weight preset
-where it is missing), a briefly trained TokenEmbedder, ONNX exports, the FAISS catalog of real music
-plus generated distractors (generated tracks alone where no corpus is installed; training.pipeline) —
-publishes them into model_repository/, starts the real tritonserver on CPU, sends one noisy 5-s excerpt
-from a random offset of a catalog track through `audio_search`, prints the top-5 with the margin
-between the first and second score, and stops the server. The last line is one JSON object.
+where it is missing), the TokenEmbedder (the GPU-trained one of models/embedder-music where it learnt this
+tokenizer's codes, else one trained briefly here), ONNX exports, the FAISS catalog of real music plus
+generated distractors (generated tracks alone where no corpus is installed; training.pipeline) — publishes
+them into model_repository/, starts the real tritonserver on CPU, sends one noisy 5-s excerpt from a
+random offset of a catalog track through `audio_search`, prints the top-5 with the margin between the
+first and second score, then the hit rate of more such excerpts (one query proves little), and stops
+the server. The last line is one JSON object.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from serving.triton_runtime import EmbeddedTriton
 from training.audio_io import SAMPLE_RATE
 from training.augment import CONDITIONS
 from training.excerpts import noisy_excerpt
-from training.pipeline import PipelineConfig, add_source_arguments, prepare_data, run_step
+from training.pipeline import PipelineConfig, add_source_arguments, prepare_data, resolve_tokenizer, run_step, shipped_embedder_for
 from training.splits import read_split
 
 
@@ -44,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("artifacts/demo"))
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     add_source_arguments(parser)
-    parser.add_argument("--checkpoint", type=Path, default=None, help="serve this embedder checkpoint instead of training one")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="serve this embedder checkpoint (default: models/embedder-music where it learnt the tokenizer's codes, else one trained here)")
+    parser.add_argument("--train-embedder", action="store_true", help="train the embedder here even where the shipped one fits the tokenizer")
     parser.add_argument("--tracks", type=int, default=200, help="generated tracks that are the catalog where no corpus is installed")
     parser.add_argument("--distractors", type=int, default=200, help="generated tracks added to the corpus's catalog")
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -52,16 +56,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query-seconds", type=float, default=5.0)
     parser.add_argument("--condition", default="snr20", choices=CONDITIONS, help="listening condition of the query")
     parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=20, help="excerpts behind the hit rate, the first one shown in full")
     parser.add_argument("--seed", type=int, default=7)
 
 
 def main(args: argparse.Namespace) -> int:
     from client import AudioSearchClient
 
+    if args.queries < 1:
+        raise SystemExit("--queries must be at least 1")
     timings: dict[str, float] = {}
+    checkpoint = args.checkpoint
+    if checkpoint is None and not args.train_embedder:
+        checkpoint = shipped_embedder_for(resolve_tokenizer(args.moss_config)[0])
+    if checkpoint is not None:
+        print(f"embedder: {checkpoint}", flush=True)
     cfg = PipelineConfig(
         work_dir=args.work_dir, tracks=args.tracks, seconds=args.seconds, views_per_track=6, n_quantizers=8, epochs=args.epochs,
-        val_ratio=0.1, test_ratio=0.0, moss_config=args.moss_config, corpus=args.corpus, checkpoint=args.checkpoint, distractors=args.distractors,
+        val_ratio=0.1, test_ratio=0.0, moss_config=args.moss_config, corpus=args.corpus, checkpoint=checkpoint, distractors=args.distractors,
     )
     data = prepare_data(cfg, timings)
     # Exports and the index belong to one tokenizer and one checkpoint: a new either gets fresh ones.
@@ -72,7 +84,9 @@ def main(args: argparse.Namespace) -> int:
     # Real music when there is some: a test track (never trained on); else any generated track.
     query_root = data.audio_roots[0]
     candidates = read_split(data.splits / "test.txt") if data.source == "corpus" else sorted(p.stem for p in query_root.glob("*.wav"))
-    expected, query = noisy_excerpt(query_root, candidates, args.query_seconds, args.condition, args.seed)
+    # Seeds in a row: each excerpt a random track and offset, the first the one shown.
+    excerpts = [noisy_excerpt(query_root, candidates, args.query_seconds, args.condition, args.seed + i) for i in range(args.queries)]
+    expected, query = excerpts[0]
     print(f"== serving {args.model_repository} on the embedded tritonserver (CPU)", flush=True)
     with EmbeddedTriton(args.model_repository) as server:
         with AudioSearchClient(server.grpc_url, protocol="grpc") as client:
@@ -80,15 +94,18 @@ def main(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             hits = client.search(query, top_k=args.top_k)
             latency_ms = (time.perf_counter() - started) * 1000
+            found = [hits[0][0] == expected] + [client.search(audio, top_k=1)[0][0] == track for track, audio in excerpts[1:]]
     margin = hits[0][1] - hits[1][1] if len(hits) > 1 else None
     print(f"query: {args.query_seconds:g} s at a random offset of {expected} ({data.source} audio), condition {args.condition}, tokenizer {data.moss_config}")
     for rank, (track_id, score) in enumerate(hits, start=1):
         print(f"  {rank}. {track_id}  score {score:.4f}{'  <- expected' if track_id == expected else ''}")
     if margin is not None:
         print(f"margin between the first and second score: {margin:.4f}")
+    hit_rate = sum(found) / len(found)
+    print(f"hit rate: {sum(found)} of {len(found)} such excerpts (seeds {args.seed}..{args.seed + len(found) - 1}) found at rank 1")
     for note in data.notes:
         print(f"NOTE {note}")
     print(json.dumps({"seconds_per_step": timings}))
     print(json.dumps({"expected": expected, "top1": hits[0][0], "hit": hits[0][0] == expected, "latency_ms": round(latency_ms, 2),
-                      "margin": None if margin is None else round(float(margin), 4)}))
+                      "margin": None if margin is None else round(float(margin), 4), "hit_rate": round(hit_rate, 4), "queries": len(found)}))
     return 0

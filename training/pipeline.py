@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from training.splits import manifest_splits, write_splits
 from training.train import TrainConfig, finished_epochs, resolve_device
 
 TRAINED_TOKENIZER = Path("models/moss-small")
+# An embedder trained on a GPU on the corpus's train split, with the codes of one tokenizer (meta.json holds its tag).
+SHIPPED_EMBEDDER = Path("models/embedder-music")
 # The training config per audio source: real music with the trained tokenizer, or generated tracks.
 TRAIN_CONFIGS = {"corpus": Path("configs/train_music.yaml"), "generated": Path("configs/train.yaml")}
 CORPUS = Path(CorpusConfig.output_dir)
@@ -99,6 +102,16 @@ def tokenizer_tag(moss_config: str) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return f"{folder.name}-{digest.hexdigest()[:10]}"
+
+
+def shipped_embedder_for(moss_config: str, folder: Path = SHIPPED_EMBEDDER) -> Path | None:
+    """The shipped embedder's checkpoint where it learnt the codes of this very tokenizer (same weights digest), else None:
+    another tokenizer's codes, the official weights' included, mean nothing to it."""
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return folder / meta["checkpoint"] if tokenizer_tag(moss_config) == meta["tokenizer_tag"] else None
 
 
 def resolve_tokenizer(spec: str) -> tuple[str, str | None]:
