@@ -16,7 +16,8 @@ from training.augment import TRACK_BABBLE, AugmentConfig, draw_laptop_curve, dra
 from training.dataset import CatalogConfig
 from training.dsp import band_pass, fft_convolve, spectral_gain
 from training.encode import HOP
-from training.online_views import OnlinePairs, OnlineViewsConfig, online_pairs
+from training.embedder import EmbedderConfig, TokenEmbedder
+from training.online_views import OnlinePairs, OnlineViewsConfig, nearest_tracks, online_pairs
 from training.splits import read_split
 from training.torch_augment import CURVE_POINTS, BankSizes, DegradationBank, degrade_batch
 from training.torch_augment import fft_convolve as torch_fft_convolve
@@ -36,10 +37,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generated_set(tmp_path_factory.mktemp("online"), TRACKS, SECONDS, seed=7)
 
 
-def _pairs(data: Path, augment: AugmentConfig | None = None, batch_size: int = 6, seed: int = 3, **catalog) -> OnlinePairs:
+def _pairs(data: Path, augment: AugmentConfig | None = None, batch_size: int = 6, seed: int = 3, hard_tracks: int = 0, **catalog) -> OnlinePairs:
     views = ViewConfig(min_s=1.0, max_s=6.0, augment=augment or AugmentConfig())
     return online_pairs(read_split(data / "splits" / "train.txt"), data / "audio", data / "tokens", "tiny", CatalogConfig(**catalog), 8, views,
-                        OnlineViewsConfig(enabled=True, bank=SMALL_BANK), batch_size, seed, torch.device("cpu"))
+                        OnlineViewsConfig(enabled=True, bank=SMALL_BANK, hard_tracks=hard_tracks), batch_size, seed, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +136,40 @@ def test_batches_are_a_function_of_the_step(data: Path) -> None:
     assert not all(torch.equal(a, b) for a, b in zip(first.batch(0), first.batch(1)))
 
 
-def test_online_training_runs_resumes_and_stores_only_val_views(data: Path, tmp_path: Path) -> None:
+def test_nearest_tracks_are_other_tracks_by_their_mean_window() -> None:
+    # Tracks 0 and 1 point one way, 2 and 3 another; track 3's second window pulls it towards 0/1, not past 2.
+    z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.9, 0.2], [0.0, 1.0], [0.1, 1.0], [0.0, 1.0], [0.6, 0.8]]), dim=1)
+    window_track = torch.tensor([0, 0, 1, 2, 2, 3, 3])
+    assert nearest_tracks(z, window_track, 4, 1).flatten().tolist() == [1, 0, 3, 2]
+    assert nearest_tracks(z, window_track, 4, 3)[0].tolist() == [1, 3, 2]
+
+
+def test_hard_track_batches_group_each_drawn_track_with_its_nearest(data: Path) -> None:
+    pairs = _pairs(data, NOTHING, batch_size=7, hard_tracks=2)
+    uniform = _pairs(data, NOTHING, batch_size=7)
+    # Until neighbours are known (before the first epoch's refresh) draws are uniform, as without hard tracks.
+    assert pairs.draw(pairs.generator(0)) == uniform.draw(uniform.generator(0))
+    model = TokenEmbedder(EmbedderConfig(n_levels=8, codebook_size=1024, d_model=32, n_heads=2, n_layers=1, embedding_dim=16)).eval()
+    with torch.no_grad():
+        pairs.refresh_neighbours(lambda codes, mask: model(codes, mask), chunk=5)
+    n_tracks = len(pairs.audio.lengths)
+    assert pairs.neighbours.shape == (n_tracks, 2)
+    assert all(t not in row for t, row in enumerate(pairs.neighbours.tolist()))
+    tracks, offsets, samples = pairs.draw(pairs.generator(0))
+    assert len(tracks) == 7 and all(0 <= o <= pairs.audio.lengths[t] - samples for t, o in zip(tracks, offsets))
+    for start in range(0, 7, 3):
+        group = tracks[start : start + 3]
+        assert group[1:] == pairs.neighbours[group[0]].tolist()[: len(group) - 1]
+    with pytest.raises(ValueError, match="hard_tracks"):
+        _pairs(data, hard_tracks=n_tracks)
+
+
+@pytest.mark.parametrize("hard_tracks", [0, 2])
+def test_online_training_runs_resumes_and_stores_only_val_views(data: Path, tmp_path: Path, hard_tracks: int) -> None:
     cfg = load_yaml(TrainConfig, "configs/train.yaml")
     cfg.output_dir, cfg.data.views_root = str(tmp_path / "checkpoints"), str(tmp_path / "views")
     cfg.data.audio_root, cfg.data.tokens_root, cfg.data.splits_root = str(data / "audio"), str(data / "tokens"), str(data / "splits")
-    cfg.online, cfg.views.per_track, cfg.views.max_s = OnlineViewsConfig(enabled=True, bank=SMALL_BANK), 3, 6.0
+    cfg.online, cfg.views.per_track, cfg.views.max_s = OnlineViewsConfig(enabled=True, bank=SMALL_BANK, hard_tracks=hard_tracks), 3, 6.0
     cfg.model.d_model, cfg.model.n_heads, cfg.model.embedding_dim = 32, 2, 16
     cfg.data.pairs_per_track, cfg.optim.batch_size, cfg.optim.epochs, cfg.optim.warmup_steps = 8, 8, 1, 1
     save_yaml(cfg, tmp_path / "train.yaml")

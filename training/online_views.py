@@ -9,16 +9,24 @@ holds it, cut by ``build_catalog`` as evaluation and the served index cut theirs
 from (seed, step), so a run resumed at any epoch makes the very pairs an uninterrupted one would have.
 All views of one step share a length (drawn per step from the views' range): one encoder batch without
 padding; over the steps the lengths cover the range as the offline views' do.
+
+With ``hard_tracks`` k > 0 a batch is made of groups: a uniformly drawn track and the k tracks most like it
+under the embedder as it stood at the start of the epoch, so that in-batch negatives are confusable music
+instead of mostly easy ones. Only the choice of tracks uses those (stale) embeddings; every negative in the
+loss is embedded by the current model, which is what a memory of earlier embeddings did not do (and why it
+collapsed, training/losses.py).
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
@@ -29,6 +37,9 @@ from training.token_files import load_tracks
 from training.torch_augment import BankSizes, DegradationBank, degrade_batch, rms
 from training.view_synth import ViewConfig
 
+# codes [B, Q, T], mask [B, T] -> L2-normalised [B, D]: the embedder, without dropout or gradients.
+TorchEmbedFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 @dataclass
 class OnlineViewsConfig:
@@ -37,6 +48,16 @@ class OnlineViewsConfig:
 
     enabled: bool = False
     bank: BankSizes = field(default_factory=BankSizes)
+    hard_tracks: int = 0  # each drawn track comes with its k nearest tracks (refreshed every epoch); 0: uniform draws
+
+
+def nearest_tracks(window_embeddings: torch.Tensor, window_track: torch.Tensor, n_tracks: int, k: int) -> torch.Tensor:
+    """[n_tracks, k]: each track's k most similar other tracks, a track being the mean of its windows' embeddings."""
+    sums = torch.zeros(n_tracks, window_embeddings.shape[1], device=window_embeddings.device).index_add_(0, window_track, window_embeddings.float())
+    tracks = F.normalize(sums, dim=1)
+    similarity = tracks @ tracks.T
+    similarity.fill_diagonal_(float("-inf"))
+    return similarity.topk(k, dim=1).indices
 
 
 @dataclass
@@ -71,6 +92,10 @@ class OnlinePairs:
             raise ValueError(f"the audio bank holds {len(audio.lengths)} tracks, the catalog {len(catalog.track_ids)}")
         self.audio, self.encoder, self.n_levels, self.views = audio, encoder, n_levels, views
         self.batch_size, self.seed, self.device = batch_size, seed, device
+        if not 0 <= online.hard_tracks < len(audio.lengths):
+            raise ValueError(f"online.hard_tracks must be in 0..{len(audio.lengths) - 1} (training tracks less one), got {online.hard_tracks}")
+        self.hard_tracks = online.hard_tracks
+        self.neighbours: torch.Tensor | None = None  # [tracks, hard_tracks] on the CPU, from refresh_neighbours
         self.bank = DegradationBank.draw(views.augment, np.random.default_rng([seed, 1]), device, online.bank)
         width = max(s.shape[1] for s in catalog.segments)
         self.windows = torch.zeros(len(catalog.segments), n_levels, width, dtype=torch.long)
@@ -82,15 +107,33 @@ class OnlinePairs:
         self.window_track, self.window_start, self.window_samples = catalog.segment_track, catalog.segment_start, frames * HOP
         self.track_windows = [np.flatnonzero(catalog.segment_track == t) for t in range(len(catalog.track_ids))]
 
+    def refresh_neighbours(self, embed: TorchEmbedFn, chunk: int = 1024) -> None:
+        """Each track's ``hard_tracks`` nearest tracks under ``embed`` (every catalog window embedded); nothing with 0."""
+        if not self.hard_tracks:
+            return
+        rows = []
+        for start in range(0, len(self.windows), chunk):
+            frames = self.window_frames[start : start + chunk]
+            codes = self.windows[start : start + chunk, :, : int(frames.max())]
+            rows.append(embed(codes, torch.arange(codes.shape[2], device=self.device)[None, :] < frames[:, None]).float())
+        window_track = torch.as_tensor(self.window_track, device=self.device)
+        self.neighbours = nearest_tracks(torch.cat(rows), window_track, len(self.audio.lengths), self.hard_tracks).cpu()
+
     def generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, step]).generate_state(1)[0]))
 
     def draw(self, gen: torch.Generator) -> tuple[list[int], list[int], int]:
-        """(tracks, offsets, samples): one length for the step, each view a uniform track and sample offset."""
+        """(tracks, offsets, samples): one length for the step, each view a uniform track (or, once neighbours are
+        known, groups of a uniform track and its nearest ones) and a uniform sample offset."""
         shortest = min(self.audio.lengths)
         low, high = self.views.min_s * SAMPLE_RATE, self.views.max_s * SAMPLE_RATE
         samples = min(int(low + (high - low) * float(torch.rand((), generator=gen))), shortest)
-        tracks = torch.randint(len(self.audio.lengths), (self.batch_size,), generator=gen).tolist()
+        if self.neighbours is None:
+            tracks = torch.randint(len(self.audio.lengths), (self.batch_size,), generator=gen).tolist()
+        else:
+            groups = -(-self.batch_size // (1 + self.hard_tracks))
+            anchors = torch.randint(len(self.audio.lengths), (groups,), generator=gen)
+            tracks = torch.cat([anchors[:, None], self.neighbours[anchors]], dim=1).flatten()[: self.batch_size].tolist()
         spans = torch.tensor([self.audio.lengths[t] - samples + 1 for t in tracks])
         offsets = (torch.rand(self.batch_size, generator=gen, dtype=torch.float64) * spans).long().clamp_max(spans - 1).tolist()
         return tracks, offsets, samples

@@ -26,7 +26,7 @@ from training.dataset import CatalogConfig, TrackViews, ViewPairDataset, collate
 from training.embedder import EmbedderConfig, TokenEmbedder
 from training.losses import nt_xent
 from training.metrics import ranks_of_targets, recall_at_k
-from training.online_views import OnlineViewsConfig, online_pairs
+from training.online_views import OnlineViewsConfig, TorchEmbedFn, online_pairs
 from training.retrieval import embed_sequences, rank_tracks_exact, torch_embed_fn
 from training.splits import read_split
 from training.view_synth import ViewConfig
@@ -194,7 +194,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
         raise SystemExit(f"{mismatch}; rerun `python -m training views --config` with this config")
     train_ids, val_ids = (read_split(Path(cfg.data.splits_root) / f"{name}.txt") for name in ("train", "val"))
     val_views = [load_views(views_root, t) for t in val_ids]
-    epoch_batches, steps_per_epoch = _batch_source(cfg, train_ids, views_root, device)
+    epoch_batches, steps_per_epoch, before_epoch = _batch_source(cfg, train_ids, views_root, device)
     model = TokenEmbedder(cfg.model)
     temperature = cfg.temperature
     if cfg.init_from and resume is None:
@@ -218,9 +218,12 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
         log_temperature.data.fill_(state["log_temperature"])
         history, best, start_epoch = state["history"], state["best_val_recall@1"], state["epoch"] + 1
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
+        started = time.perf_counter()
+        model.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            before_epoch(lambda codes, mask: model(codes, mask))
         model.train()
         losses = []
-        started = time.perf_counter()
         for batch in tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False):
             window, window_mask, view, view_mask, tracks = (t.to(device) for t in batch)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -250,18 +253,20 @@ def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) ->
     return {"best_val_recall@1": best, "epochs": len(history), "output_dir": str(out_dir)}
 
 
-def _batch_source(cfg: TrainConfig, train_ids: list[str], views_root: Path, device: torch.device) -> tuple[Callable[[int], Iterable[tuple[torch.Tensor, ...]]], int]:
-    """(epoch -> its batches, steps per epoch): the stored views, or with ``online.enabled`` pairs made per step."""
+def _batch_source(cfg: TrainConfig, train_ids: list[str], views_root: Path,
+                  device: torch.device) -> tuple[Callable[[int], Iterable[tuple[torch.Tensor, ...]]], int, Callable[[TorchEmbedFn], None]]:
+    """(epoch -> its batches, steps per epoch, what to do with the embedder before an epoch): the stored views,
+    or with ``online.enabled`` pairs made per step (their hard-track neighbours refreshed before each epoch)."""
     pairs = len(train_ids) * cfg.data.pairs_per_track
     if cfg.online.enabled:
         source = online_pairs(train_ids, Path(cfg.data.audio_root), Path(cfg.data.tokens_root), cfg.data.tokenizer, cfg.catalog, cfg.model.n_levels,
                               cfg.views, cfg.online, cfg.optim.batch_size, cfg.seed, device)
         steps = max(1, pairs // cfg.optim.batch_size)
-        return (lambda epoch: (source.batch((epoch - 1) * steps + i) for i in range(steps))), steps
+        return (lambda epoch: (source.batch((epoch - 1) * steps + i) for i in range(steps))), steps, source.refresh_neighbours
     dataset = ViewPairDataset([load_views(views_root, t) for t in train_ids], cfg.seed, cfg.data.pairs_per_track)
     # drop_last keeps every batch's negatives count equal; a final tiny batch would make the loss noisy.
     loader = DataLoader(dataset, batch_size=min(cfg.optim.batch_size, len(dataset)), shuffle=True, collate_fn=collate_pairs, drop_last=True)
-    return (lambda epoch: loader), len(loader)
+    return (lambda epoch: loader), len(loader), lambda embed: None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
