@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-embedder", action="store_true", help="train the embedder here even where the shipped one fits the tokenizer")
     parser.add_argument("--tracks", type=int, default=200, help="generated tracks that are the catalog where no corpus is installed")
     parser.add_argument("--distractors", type=int, default=200, help="generated tracks added to the corpus's catalog")
+    parser.add_argument("--corpus-splits", nargs="+", default=["test"], metavar="SPLIT",
+                        help="corpus tracks in the catalog: these splits (test: the tracks queried, never trained on), or all; "
+                             "every track is hours of tokenizing on a small CPU. Training an embedder here takes all")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--query-seconds", type=float, default=5.0)
@@ -65,15 +68,19 @@ def main(args: argparse.Namespace) -> int:
 
     if args.queries < 1:
         raise SystemExit("--queries must be at least 1")
+    if not {"test", "all"} & set(args.corpus_splits):
+        raise SystemExit("--corpus-splits must include test (the demo queries test tracks) or be all")
     timings: dict[str, float] = {}
     checkpoint = args.checkpoint
     if checkpoint is None and not args.train_embedder:
         checkpoint = shipped_embedder_for(resolve_tokenizer(args.moss_config)[0])
     if checkpoint is not None:
         print(f"embedder: {checkpoint}", flush=True)
+    # Training needs the train and val tracks; a shipped or given embedder needs only the tracks queried and their rivals.
+    corpus_splits = None if checkpoint is None or "all" in args.corpus_splits else tuple(args.corpus_splits)
     cfg = PipelineConfig(
         work_dir=args.work_dir, tracks=args.tracks, seconds=args.seconds, views_per_track=6, n_quantizers=8, epochs=args.epochs,
-        val_ratio=0.1, test_ratio=0.0, moss_config=args.moss_config, corpus=args.corpus, checkpoint=checkpoint, distractors=args.distractors,
+        val_ratio=0.1, test_ratio=0.0, moss_config=args.moss_config, corpus=args.corpus, checkpoint=checkpoint, distractors=args.distractors, corpus_splits=corpus_splits,
     )
     data = prepare_data(cfg, timings)
     # Exports and the index belong to one tokenizer and one checkpoint: a new either gets fresh ones.

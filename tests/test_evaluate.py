@@ -21,7 +21,9 @@ from training.embedder import EmbedderConfig, TokenEmbedder
 from training.encode import HOP
 from training.evaluate import track_queries
 from training.moss.weights import build_encoder
+from training.pipeline import PipelineConfig, prepare_data
 from training.retrieval import embed_queries, rank_tracks_exact, rank_tracks_faiss, torch_embed_fn
+from training.splits import read_split
 from training.token_files import load_token_file, load_tracks, save_token_file
 from training.train import TrainConfig
 from generated_sets import generated_set
@@ -191,6 +193,25 @@ def test_layout_sweep_reports_recall_size_and_build_time_per_layout(generated: P
         assert row["bytes_per_minute"] == pytest.approx(row["rows_per_minute"] * 16 * 4, rel=1e-3)
         assert row["within_budget"] is (row["bytes_per_minute"] <= 16 * 1024) and row["build_seconds_per_minute"] > 0
     assert report.with_suffix(".png").stat().st_size > 0
+
+
+def test_a_catalog_of_some_corpus_splits_tokenizes_only_their_tracks(generated: Path, tmp_path: Path) -> None:
+    """The CPU demo's catalog: the corpus's test tracks (linked, not copied) and the distractors, nothing else tokenized."""
+    corpus = _fake_corpus(generated, tmp_path)
+    cfg = PipelineConfig(work_dir=tmp_path / "work", tracks=3, seconds=8.0, views_per_track=None, n_quantizers=8, epochs=None, val_ratio=0.0,
+                         test_ratio=0.0, moss_config="tiny", device="cpu", corpus=corpus, checkpoint=generated / "embedder.pt", distractors=3,
+                         corpus_splits=("test",))
+    data = prepare_data(cfg, {})
+    test_ids = read_split(data.splits / "test.txt")
+    assert len(test_ids) == 2 and data.corpus_tracks == 2 and data.checkpoint == generated / "embedder.pt"
+    assert sorted(p.stem for p in data.audio_roots[0].glob("*.wav")) == sorted(test_ids)
+    assert all(p.is_symlink() for p in data.audio_roots[0].glob("*.wav"))
+    assert sorted(p.stem for p in data.tokens_roots[0].glob("*.npz")) == sorted(test_ids)
+    assert len(read_split(data.splits / "train.txt")) == 4  # the splits still name every corpus track
+    with pytest.raises(SystemExit, match="train and val"):
+        prepare_data(dataclasses.replace(cfg, checkpoint=None), {})
+    with pytest.raises(SystemExit, match="unknown corpus splits"):
+        prepare_data(dataclasses.replace(cfg, corpus_splits=("tests",)), {})
 
 
 def test_quality_prepare_only_tokenizes_and_stops(generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

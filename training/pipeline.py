@@ -21,7 +21,7 @@ from common.yaml_config import load_yaml, save_yaml
 from training.corpus.build import MANIFEST
 from training.corpus.config import CorpusConfig
 from training.moss.config import PRESETS
-from training.splits import manifest_splits, write_splits
+from training.splits import SPLIT_NAMES, manifest_splits, write_splits
 from training.train import TrainConfig, finished_epochs, resolve_device
 
 TRAINED_TOKENIZER = Path("models/moss-small")
@@ -49,6 +49,8 @@ class PipelineConfig:
     corpus: Path | None = CORPUS  # used when its manifest exists
     checkpoint: Path | None = None  # an embedder trained elsewhere (e.g. on a GPU): no views, no training
     distractors: int = 1000  # generated tracks added to the corpus's catalog
+    # Tokenize and catalog only the corpus tracks of these splits (None: all): what makes a CPU demo minutes, not hours.
+    corpus_splits: tuple[str, ...] | None = None
     # Tokenize (corpus and distractors) and stop: for a machine that receives the corpus in parts.
     prepare_only: bool = False
 
@@ -133,7 +135,16 @@ def resolve_sources(cfg: PipelineConfig) -> tuple[str, Path | None, list[str]]:
     return moss, corpus, notes
 
 
+def check_corpus_splits(cfg: PipelineConfig) -> None:
+    unknown = sorted(set(cfg.corpus_splits or ()) - set(SPLIT_NAMES))
+    if unknown:
+        raise SystemExit(f"unknown corpus splits {unknown}; expected some of {list(SPLIT_NAMES)}")
+    if cfg.corpus_splits and cfg.checkpoint is None and not cfg.prepare_only and not {"train", "val"} <= set(cfg.corpus_splits):
+        raise SystemExit("training an embedder needs the corpus's train and val splits; give a checkpoint or take every split")
+
+
 def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
+    check_corpus_splits(cfg)
     moss, corpus, notes = resolve_sources(cfg)
     moss_argv = ["--moss-config", moss, "--device", cfg.device, "--n-quantizers", str(cfg.n_quantizers)]
     source = "corpus" if corpus else "generated"
@@ -147,15 +158,21 @@ def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
     audio_roots, tokens_roots = [generated], [base / "tokens" / name]
     splits = base / f"splits-{source if corpus else name}"
     if corpus is not None:
-        run_step("tokenize-corpus", "training.tokenize", ["--input-root", str(corpus / "audio"), "--output-root", str(base / "tokens" / "corpus"), *moss_argv], timings)
-        audio_roots.insert(0, corpus / "audio")
-        tokens_roots.insert(0, base / "tokens" / "corpus")
         try:
             corpus_ids = manifest_splits(corpus / MANIFEST)
         except ValueError as error:
             raise SystemExit(str(error)) from error
+        audio, tokens_name = corpus / "audio", "corpus"
+        chosen = [t for ids in corpus_ids.values() for t in ids]
+        if cfg.corpus_splits:
+            tokens_name = "corpus-" + "-".join(cfg.corpus_splits)
+            chosen = [t for split in cfg.corpus_splits for t in corpus_ids[split]]
+            audio = linked_audio(corpus / "audio", chosen, base / f"{tokens_name}-audio")
+        run_step("tokenize-corpus", "training.tokenize", ["--input-root", str(audio), "--output-root", str(base / "tokens" / tokens_name), *moss_argv], timings)
+        audio_roots.insert(0, audio)
+        tokens_roots.insert(0, base / "tokens" / tokens_name)
         write_splits(corpus_ids, splits, cfg.seed)
-        corpus_tracks = sum(len(ids) for ids in corpus_ids.values())
+        corpus_tracks = len(chosen)
     else:
         run_step("splits", "training.splits", ["--tokens-root", str(tokens_roots[0]), "--output-root", str(splits), "--val-ratio", str(cfg.val_ratio),
                                                "--test-ratio", str(cfg.test_ratio), "--seed", str(cfg.seed)], timings)
@@ -163,6 +180,19 @@ def prepare_data(cfg: PipelineConfig, timings: dict[str, float]) -> DataSet:
     checkpoint = None if cfg.prepare_only else cfg.checkpoint or train_embedder(
         cfg, source, moss, audio_roots[0], tokens_roots[0], splits, base / f"embedder-{source if corpus else name}", timings, notes)
     return DataSet(audio_roots, tokens_roots, splits, checkpoint, moss, source, base.name, corpus_tracks, count, notes)
+
+
+def linked_audio(audio_root: Path, track_ids: list[str], folder: Path) -> Path:
+    """``folder`` holding a link to each of ``track_ids``' WAVs under ``audio_root``: a subset tokenized as a folder."""
+    missing = [t for t in track_ids if not (audio_root / f"{t}.wav").is_file()]
+    if missing:
+        raise SystemExit(f"{len(missing)} corpus tracks have no audio under {audio_root}, e.g. {missing[:3]}; rerun make corpus")
+    folder.mkdir(parents=True, exist_ok=True)
+    for track_id in track_ids:
+        link = folder / f"{track_id}.wav"
+        if not link.exists():
+            link.symlink_to((audio_root / f"{track_id}.wav").resolve())
+    return folder
 
 
 def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tokens: Path, splits: Path, work: Path, timings: dict[str, float],
