@@ -55,8 +55,8 @@ def test_embedded_overrides_reach_only_the_embedded_configs() -> None:
     encoder = config.model("moss_encoder")
     delays = {target: repo_configs.build_model_config(encoder, target, config).dynamic_batching.max_queue_delay_microseconds
               for target in ("production", "embedded", "gpu")}
-    assert delays["embedded"] == encoder.embedded_queue_delay_microseconds == 0
-    assert delays["production"] == delays["gpu"] == encoder.dynamic_batching.max_queue_delay_microseconds > 0
+    assert delays["embedded"] == encoder.embedded_queue_delay_microseconds == 2000
+    assert delays["production"] == delays["gpu"] == encoder.dynamic_batching.max_queue_delay_microseconds > delays["embedded"]
     topk = config.model("faiss_topk")
     params = {target: repo_configs.build_model_config(topk, target, config).parameters for target in ("production", "embedded", "gpu")}
     assert params["embedded"]["SEARCH_THREADS"].string_value == "1"
