@@ -12,6 +12,7 @@ the server. The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -40,6 +41,15 @@ def build_serving_artifacts(moss_config: str, checkpoint: Path, tokens_roots: li
             run_step(f"index-{tokens.name}", "export.index", ["--checkpoint", str(checkpoint), "--embedder-onnx", str(embedder_onnx), "--tokens-root", str(tokens),
                                                              "--output", str(index_dir), "--n-quantizers", str(n_quantizers), *(["--add"] if i else [])], timings)
     return moss_onnx, embedder_onnx
+
+
+def catalog_digest(tokens_roots: list[Path]) -> str:
+    """Names the catalog by the tracks it holds: a corpus installed (or a split added) after a first run gets a new index,
+    not the old one served again."""
+    digest = hashlib.sha256()
+    for root in tokens_roots:
+        digest.update("\n".join([root.name, *sorted(p.name for p in root.glob("*.npz"))]).encode())
+    return digest.hexdigest()[:10]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,9 +95,10 @@ def main(args: argparse.Namespace) -> int:
     data = prepare_data(cfg, timings)
     # Exports and the index belong to one tokenizer and one checkpoint: a new either gets fresh ones.
     served = args.work_dir / "serving" / f"{data.tag}-{sha256_file(data.checkpoint)[:10]}"
-    moss_onnx, embedder_onnx = build_serving_artifacts(data.moss_config, data.checkpoint, data.tokens_roots, served / "onnx", served / "index",
+    index_dir = served / f"index-{catalog_digest(data.tokens_roots)}"
+    moss_onnx, embedder_onnx = build_serving_artifacts(data.moss_config, data.checkpoint, data.tokens_roots, served / "onnx", index_dir,
                                                        cfg.n_quantizers, timings)
-    publish_artifacts(args.model_repository, moss_onnx=moss_onnx, embedder_onnx=embedder_onnx, catalog_dir=served / "index")
+    publish_artifacts(args.model_repository, moss_onnx=moss_onnx, embedder_onnx=embedder_onnx, catalog_dir=index_dir)
     # Real music when there is some: a test track (never trained on); else any generated track.
     query_root = data.audio_roots[0]
     candidates = read_split(data.splits / "test.txt") if data.source == "corpus" else sorted(p.stem for p in query_root.glob("*.wav"))
