@@ -25,7 +25,7 @@ from training.pipeline import PipelineConfig, prepare_data
 from training.retrieval import embed_queries, rank_tracks_exact, rank_tracks_faiss, torch_embed_fn
 from training.splits import read_split
 from training.token_files import load_token_file, load_tracks, save_token_file
-from training.train import TrainConfig
+from training.train import TrainConfig, train
 from generated_sets import generated_set
 
 TRACKS, SECONDS, LENGTHS = 10, 12.0, (1.0, 2.0, 5.0, 10.0)
@@ -232,7 +232,7 @@ def test_quality_prepare_only_tokenizes_and_stops(generated: Path, tmp_path: Pat
 def test_quality_on_a_cpu_stores_the_views_of_an_online_config(generated: Path, tmp_path: Path) -> None:
     """Online pairs tokenize every step (GPU work): on a CPU the chain stores views once instead, and says so."""
     cfg = load_yaml(TrainConfig, "configs/train.yaml")
-    cfg.online.enabled, cfg.model.d_model, cfg.model.embedding_dim, cfg.views.per_track = True, 32, 16, 2
+    cfg.online.enabled, cfg.online.hard_tracks, cfg.model.d_model, cfg.model.embedding_dim, cfg.views.per_track = True, 2, 32, 16, 2
     save_yaml(cfg, tmp_path / "online.yaml")
     corpus, report, work = _fake_corpus(generated, tmp_path), tmp_path / "quality.json", tmp_path / "work"
     assert run_module("training.quality", [
@@ -240,8 +240,13 @@ def test_quality_on_a_cpu_stores_the_views_of_an_online_config(generated: Path, 
         "--train-config", str(tmp_path / "online.yaml"), "--epochs", "1", "--distractors", "2", "--seconds", "8", "--device", "cpu",
     ]) == 0
     result = json.loads(report.read_text())
-    assert any("online.enabled off" in note for note in result["data"]["fallbacks"])
+    assert any("online.enabled off" in note and "hard_tracks 2 -> 0" in note for note in result["data"]["fallbacks"])
     used = load_yaml(TrainConfig, Path(result["checkpoint"]).parent / "train.yaml")
-    assert used.online.enabled is False
+    assert used.online.enabled is False and used.online.hard_tracks == 0
+    # The same config trained directly, online off but hard tracks asked for, is refused before any work.
+    used.online.hard_tracks, used.output_dir = 2, str(tmp_path / "refused")
+    with pytest.raises(SystemExit, match="needs online.enabled"):
+        train(used, torch.device("cpu"))
+    assert not (tmp_path / "refused").exists()
     train_ids = (Path(used.data.splits_root) / "train.txt").read_text().split()
     assert train_ids and all((Path(used.data.views_root) / f"{t}.npz").is_file() for t in train_ids)

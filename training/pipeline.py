@@ -212,7 +212,9 @@ def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tok
     if train_cfg.online.enabled and resolve_device(cfg.device).type == "cpu":
         # Online pairs tokenize every step's views: hours per epoch on a CPU, where stored views are made once.
         train_cfg.online.enabled = False
-        notes.append("training: no GPU, so the training views are made once and stored (online.enabled off); the GPU run trains on fresh views every step")
+        hard = f"; and without them no hard-track batches (online.hard_tracks {train_cfg.online.hard_tracks} -> 0)" if train_cfg.online.hard_tracks else ""
+        train_cfg.online.hard_tracks = 0
+        notes.append("training: no GPU, so the training views are made once and stored (online.enabled off); the GPU run trains on fresh views every step" + hard)
         print(f"NOTE {notes[-1]}", flush=True)
     checkpoints.mkdir(parents=True, exist_ok=True)
     config_path = checkpoints / "train.yaml"

@@ -185,6 +185,8 @@ def plot_history(history: list[dict], path: Path) -> None:
 
 
 def train(cfg: TrainConfig, device: torch.device, resume: Path | None = None) -> dict:
+    if cfg.online.hard_tracks and not cfg.online.enabled:
+        raise SystemExit("online.hard_tracks groups the tracks of pairs made per step: it needs online.enabled")
     seed_everything(cfg.seed)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
