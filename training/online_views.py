@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from training.audio_io import SAMPLE_RATE, list_audio_files, load_audio
 from training.dataset import CatalogConfig, SegmentCatalog, build_catalog, holding_windows
+from training.embedder import frame_mask
 from training.encode import HOP, clip_encoder
 from training.moss.weights import build_encoder
 from training.token_files import load_tracks
@@ -107,15 +108,18 @@ class OnlinePairs:
         self.window_track, self.window_start, self.window_samples = catalog.segment_track, catalog.segment_start, frames * HOP
         self.track_windows = [np.flatnonzero(catalog.segment_track == t) for t in range(len(catalog.track_ids))]
 
+    def window_batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Catalog windows ``rows`` as codes [B, Q, T] and frame mask [B, T], T the longest of them."""
+        frames = self.window_frames[rows]
+        width = int(frames.max())
+        return self.windows[rows][:, :, :width], frame_mask(frames, width)
+
     def refresh_neighbours(self, embed: TorchEmbedFn, chunk: int = 1024) -> None:
         """Each track's ``hard_tracks`` nearest tracks under ``embed`` (every catalog window embedded); nothing with 0."""
         if not self.hard_tracks:
             return
-        rows = []
-        for start in range(0, len(self.windows), chunk):
-            frames = self.window_frames[start : start + chunk]
-            codes = self.windows[start : start + chunk, :, : int(frames.max())]
-            rows.append(embed(codes, torch.arange(codes.shape[2], device=self.device)[None, :] < frames[:, None]).float())
+        everything = torch.arange(len(self.windows), device=self.device)
+        rows = [embed(*self.window_batch(part)).float() for part in everything.split(chunk)]
         window_track = torch.as_tensor(self.window_track, device=self.device)
         self.neighbours = nearest_tracks(torch.cat(rows), window_track, len(self.audio.lengths), self.hard_tracks).cpu()
 
@@ -179,9 +183,7 @@ class OnlinePairs:
             codes, counts = self.encoder(views[:, None, :], torch.full((self.batch_size,), samples, device=self.device), n_quantizers=self.n_levels)
         frames = int(counts[0])
         window = self.positives(tracks, offsets, samples, gen)
-        window_frames = self.window_frames[window]
-        window_codes = self.windows[window][:, :, : int(window_frames.max())]
-        window_mask = torch.arange(window_codes.shape[2], device=self.device)[None, :] < window_frames[:, None]
+        window_codes, window_mask = self.window_batch(window)
         view_mask = torch.ones(self.batch_size, frames, dtype=torch.bool, device=self.device)
         return window_codes, window_mask, codes[:, :, :frames], view_mask, torch.tensor(tracks, device=self.device)
 
