@@ -23,7 +23,7 @@ from serving.triton_runtime import EmbeddedTriton
 from training.audio_io import SAMPLE_RATE
 from training.augment import CONDITIONS
 from training.excerpts import noisy_excerpt
-from training.pipeline import PipelineConfig, add_source_arguments, prepare_data, resolve_tokenizer, run_step, shipped_embedder_for
+from training.pipeline import SHIPPED_EMBEDDER, PipelineConfig, add_source_arguments, prepare_data, resolve_tokenizer, run_step, shipped_embedder_for
 from training.splits import read_split
 
 
@@ -50,6 +50,19 @@ def catalog_digest(tokens_roots: list[Path]) -> str:
     for root in tokens_roots:
         digest.update("\n".join([root.name, *sorted(p.name for p in root.glob("*.npz"))]).encode())
     return digest.hexdigest()[:10]
+
+
+def served_checkpoint(args: argparse.Namespace) -> Path | None:
+    """The embedder to serve: --checkpoint, else the shipped one where it learnt this tokenizer's codes; None: train one here."""
+    checkpoint = args.checkpoint
+    if checkpoint is None and not args.train_embedder:
+        tokenizer = resolve_tokenizer(args.moss_config)[0]
+        checkpoint = shipped_embedder_for(tokenizer)
+        if checkpoint is None:
+            print(f"NOTE embedder: the shipped one ({SHIPPED_EMBEDDER}) did not learn the codes of {tokenizer}; training one here", flush=True)
+    if checkpoint is not None:
+        print(f"embedder: {checkpoint}", flush=True)
+    return checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,11 +94,7 @@ def main(args: argparse.Namespace) -> int:
     if not {"test", "all"} & set(args.corpus_splits):
         raise SystemExit("--corpus-splits must include test (the demo queries test tracks) or be all")
     timings: dict[str, float] = {}
-    checkpoint = args.checkpoint
-    if checkpoint is None and not args.train_embedder:
-        checkpoint = shipped_embedder_for(resolve_tokenizer(args.moss_config)[0])
-    if checkpoint is not None:
-        print(f"embedder: {checkpoint}", flush=True)
+    checkpoint = served_checkpoint(args)
     # Training needs the train and val tracks; a shipped or given embedder needs only the tracks queried and their rivals.
     corpus_splits = None if checkpoint is None or "all" in args.corpus_splits else tuple(args.corpus_splits)
     cfg = PipelineConfig(
