@@ -35,6 +35,10 @@ def test_sweep_trains_the_base_and_each_change_and_reads_finished_runs_back(tmp_
     # The variant trained with its change: its saved config says so, the base's does not.
     work = next((tmp_path / "work").glob("*/sweep"))
     assert load_yaml(TrainConfig, work / "model.d_model=16" / "checkpoints" / "train.yaml").model.d_model == 16
+    # The width changes nothing the val views depend on, so base and width share one set; views.per_track has its own.
+    views_of = {name: load_yaml(TrainConfig, work / name / "checkpoints" / "train.yaml").data.views_root for name in runs}
+    assert views_of["base"] == views_of["model.d_model=16"] != views_of["views.per_track=3"]
+    assert sorted(p.name for p in (work / "views").iterdir()) == sorted({Path(v).name for v in views_of.values()})
     capsys.readouterr()
     assert run_module("training.sweep", argv) == 0
     assert "== train" not in capsys.readouterr().out  # finished runs are read back, not retrained

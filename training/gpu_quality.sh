@@ -14,6 +14,7 @@
 # There, call after call on one warm machine, from the repository root:
 #   training/gpu_quality.sh setup                 # wheels -> /tmp/site, the tokenizer -> artifacts/moss-small (faiss arrives with a later call: evaluation needs it)
 #   training/gpu_quality.sh add .gpucarry/packA   # merge a pack into artifacts/corpus and tokenize what it brought
+#                                                 (more arguments go to the tokenizing step, e.g. --n-quantizers 16 for a sweep of levels)
 #   training/gpu_quality.sh quality [ARGS]        # python -m training quality (views, training, evaluation)
 #   training/gpu_quality.sh sweep [ARGS]          # python -m training sweep (the embedder's size and shape, one change a run)
 # Every step is skipped where its output exists, so a call cut off at its time limit resumes in the next.
@@ -41,7 +42,7 @@ case "${1:-}" in
   add)
     python_env
     python3 -m training corpus-unpack "$2"
-    python3 -m training quality --moss-config "$TOKENIZER" --prepare-only
+    python3 -m training quality --moss-config "$TOKENIZER" --prepare-only "${@:3}"
     ;;
   quality)
     python_env
@@ -54,7 +55,7 @@ case "${1:-}" in
     python3 -m training sweep --moss-config "$TOKENIZER" "$@"
     ;;
   *)
-    echo "usage: $0 setup | add PACK | quality [python -m training quality arguments] | sweep [python -m training sweep arguments]" >&2
+    echo "usage: $0 setup | add PACK [quality arguments] | quality [python -m training quality arguments] | sweep [python -m training sweep arguments]" >&2
     exit 2
     ;;
 esac

@@ -22,7 +22,7 @@ from training.corpus.build import MANIFEST
 from training.corpus.config import CorpusConfig
 from training.moss.config import PRESETS
 from training.splits import SPLIT_NAMES, manifest_splits, write_splits
-from training.train import TrainConfig, finished_epochs, resolve_device
+from training.train import TrainConfig, finished_epochs, resolve_device, views_meta
 
 TRAINED_TOKENIZER = Path("models/moss-small")
 # An embedder trained on a GPU on the corpus's train split, with the codes of one tokenizer (meta.json holds its tag).
@@ -196,10 +196,11 @@ def linked_audio(audio_root: Path, track_ids: list[str], folder: Path) -> Path:
 
 
 def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tokens: Path, splits: Path, work: Path, timings: dict[str, float],
-                   notes: list[str]) -> Path:
+                   notes: list[str], shared_views: Path | None = None) -> Path:
     """Views of the train and val tracks (training.views; val only where training makes its pairs online),
     then training (training.train), both from one config written next to the checkpoints; each skipped
-    where its output exists."""
+    where its output exists. With ``shared_views``, the views live in a subfolder named after what they
+    depend on (``views_meta``), so runs whose views would be identical make them once."""
     checkpoints = work / "checkpoints"
     train_cfg = load_yaml(TrainConfig, cfg.train_config or TRAIN_CONFIGS[source])
     train_cfg.output_dir, train_cfg.seed = str(checkpoints), cfg.seed
@@ -216,6 +217,10 @@ def train_embedder(cfg: PipelineConfig, source: str, moss: str, audio: Path, tok
         train_cfg.online.hard_tracks = 0
         notes.append("training: no GPU, so the training views are made once and stored (online.enabled off); the GPU run trains on fresh views every step" + hard)
         print(f"NOTE {notes[-1]}", flush=True)
+    if shared_views is not None:
+        # Stored training views follow online.enabled too (val only when online): part of the folder's key.
+        key = json.dumps({**views_meta(train_cfg), "online": train_cfg.online.enabled}, sort_keys=True)
+        data.views_root = str(shared_views / hashlib.sha256(key.encode()).hexdigest()[:12])
     checkpoints.mkdir(parents=True, exist_ok=True)
     config_path = checkpoints / "train.yaml"
     save_yaml(train_cfg, config_path)

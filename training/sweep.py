@@ -3,9 +3,9 @@
 The data chain is `make quality`'s (training.pipeline: corpus or generated audio, tokenized once); then the
 base training config and one variant per value of each ``--vary KEY=V1,V2`` (dotted keys into the training
 config, e.g. ``model.n_levels=4,16``, ``model.pooling=mean``, ``optim.batch_size=512``) are trained for
-``--epochs`` each, every run in its own folder with its own val views, and compared on their best
-validation recall@1 (the yardstick `train` keeps). A run cut off by a time limit resumes where it stopped;
-finished runs are read back, not retrained. Writes a JSON table and a PNG of the validation curves.
+``--epochs`` each, every run in its own folder, and compared on their best validation recall@1 (the
+yardstick `train` keeps). Runs whose val views would be identical share one set, made once. A run cut
+off by a time limit resumes where it stopped; finished runs are read back, not retrained. Writes a JSON table and a PNG of the validation curves.
 
 Variants that change the views (``views.*``) or the catalog layout are measured on their own val views,
 so their numbers are a different yardstick: the report marks them.
@@ -154,7 +154,8 @@ def main(args: argparse.Namespace) -> int:
         work.mkdir(parents=True, exist_ok=True)
         save_yaml(run, work / "variant.yaml")
         run_cfg = PipelineConfig(**{**vars(cfg), "train_config": work / "variant.yaml", "prepare_only": False})
-        checkpoints = train_embedder(run_cfg, data.source, data.moss_config, data.audio_roots[0], data.tokens_roots[0], data.splits, work, timings, data.notes)
+        checkpoints = train_embedder(run_cfg, data.source, data.moss_config, data.audio_roots[0], data.tokens_roots[0], data.splits, work, timings, data.notes,
+                                     shared_views=sweep_dir / "views")
         rows.append(run_summary(name, checkpoints.parent, name != "base" and name.startswith(YARDSTICK_KEYS)))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "val_recall@1"}), flush=True)
     args.report.parent.mkdir(parents=True, exist_ok=True)
