@@ -3,6 +3,7 @@
 # unpacks what benchmarks/gpu_carry.sh put into .whl/ (tritonserver, numpy 1.26 for the backend stubs,
 # perf_analyzer), runs the GPU tests, then the benchmark into $OUT. Run from the repository root:
 #   bash benchmarks/gpu_device.sh [benchmark arguments]      (the device tool: carry [".whl"])
+# SKIP_TESTS=1 skips the GPU tests, MPS=1 starts CUDA MPS first (where the machine has it), BENCH_TIMEOUT (s) bounds the benchmark.
 REPO=$(pwd)
 export PYTHONUNBUFFERED=1
 echo "== python $(python3 --version 2>&1)"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -34,7 +35,11 @@ ldd "$VENV/bin/perf_analyzer" | grep "not found"
 ls "$VENV/bin/activate" "$SITE/project.pth"
 if [ -z "$SKIP_TESTS" ]; then
   echo "== GPU tests"
-  timeout 170 python3 -m pytest -q -x -p no:cacheprovider --noconftest tests/test_moss_gpu.py tests/test_torch_topk.py tests/test_torch_serving.py -k "not interpreter and not gpu_configs" 2>&1 | tail -15
+  timeout 170 python3 -m pytest -q -x -p no:cacheprovider --noconftest tests/test_moss_gpu.py tests/test_torch_topk.py tests/test_torch_serving.py -k "not interpreter and not gpu_configs and not e2e_variants" 2>&1 | tail -15
+fi
+if [ -n "$MPS" ]; then
+  # CUDA MPS: the server's GPU processes (one backend stub per model instance) share one context instead of time-slicing
+  nvidia-cuda-mps-control -d && echo "== CUDA MPS daemon started" || echo "== no CUDA MPS here"
 fi
 echo "== benchmark"
 timeout "${BENCH_TIMEOUT:-400}" python3 -m benchmarks gpu --out "$OUT" --work-dir /tmp/e2e --python-env /tmp/stubenv "$@" > "$OUT/log.txt" 2>&1

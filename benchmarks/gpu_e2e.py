@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,12 @@ def _export_embedder(model, path: Path, n_quantizers: int) -> None:
 
 
 def build_gpu_repository(work: Path, moss_spec: str, n_vectors: int, segments_per_track: int, seed: int = 0, *,
-                         instance_kind: str | None = None, gpu_parameters: dict[str, dict[str, str]] | None = None) -> Path:
+                         overrides: Sequence[str] = ()) -> Path:
     """A runnable repository with the `gpu` configs: MOSS from ``moss_spec``, a seeded random TokenEmbedder
     (checkpoint + its ONNX export), and a flat catalog of random unit vectors written without FAISS.
 
-    ``instance_kind`` / ``gpu_parameters`` (model -> parameters) override serving.yaml (tests run the gpu
-    configs on CPU instances)."""
+    ``overrides`` (``export.repo_configs.with_override``: ``MODEL.FIELD=VALUE``) change serving.yaml's models
+    for this repository: a benchmark variant, or tests running the gpu configs on CPU instances."""
     import yaml
 
     from serving.catalog_index import sha256_file, write_catalog
@@ -53,18 +54,12 @@ def build_gpu_repository(work: Path, moss_spec: str, n_vectors: int, segments_pe
     serving = yaml.safe_load((source.parent / "configs" / "serving.yaml").read_text(encoding="utf-8"))["models"]
     repository = work / "model_repository"
     shutil.rmtree(repository, ignore_errors=True)
-    if instance_kind or gpu_parameters:  # render configs with the overrides (needs tritonclient's protobufs)
-        import dataclasses
-
-        from export.repo_configs import Instances, load_serving_config, render_repository, write_repository
+    if overrides:  # render configs with the overrides (needs tritonclient's protobufs)
+        from export.repo_configs import load_serving_config, render_repository, with_override, write_repository
 
         config = load_serving_config()
-        config = dataclasses.replace(config, models=tuple(
-            dataclasses.replace(
-                model,
-                gpu=Instances(kind=instance_kind, count=model.gpu.count) if instance_kind else model.gpu,
-                gpu_parameters={**model.gpu_parameters, **(gpu_parameters or {}).get(model.name, {})})
-            for model in config.models))
+        for override in overrides:
+            config = with_override(config, override)
         write_repository(repository, render_repository(config))
     for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
         for path in [model_dir / "config.pbtxt", *model_dir.glob("configs/*.pbtxt"), *model_dir.glob("[0-9]*/model.py")]:
@@ -196,11 +191,44 @@ def _model_stats(url: str) -> dict[str, Any]:
     return summary
 
 
+def checked_overrides(overrides: list[str], label: str) -> list[str]:
+    """``overrides`` (``MODEL.FIELD=VALUE``), each applied to serving.yaml once: a mistake stops before any server starts."""
+    from export.repo_configs import load_serving_config, with_override
+
+    config = load_serving_config()
+    try:
+        for override in overrides:
+            config = with_override(config, override)
+    except ValueError as error:
+        raise SystemExit(f"{label}: {error}") from None
+    return overrides
+
+
+def parse_variants(items: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``NAME:OVERRIDE[;OVERRIDE...]`` -> (name, overrides), each checked against serving.yaml."""
+    variants = []
+    for item in items:
+        name, sep, rest = item.partition(":")
+        overrides = [o.strip() for o in rest.split(";") if o.strip()]
+        if not sep or not overrides or name == "base" or not name.replace("-", "").replace("_", "").isalnum():
+            raise SystemExit(f"--e2e-variant {item!r}: expected NAME:MODEL.FIELD=VALUE[;...] with a name of letters, digits, - or _ (not base)")
+        variants.append((name, checked_overrides(overrides, f"--e2e-variant {name}")))
+    names = [name for name, _ in variants]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--e2e-variant: names must differ, got {names}")
+    return variants
+
+
 def section_e2e(args: argparse.Namespace, results: dict, out: Path) -> None:
-    from serving.triton_runtime import EmbeddedTriton, TritonNotInstalled, find_triton_install
+    """serving.yaml's gpu configs as committed (the section's own keys), then each ``--e2e-variant`` (under
+    ``variants``): one server each, the same catalog, queries and concurrency levels. ``--e2e-override``
+    applies to every run (e.g. ``*.gpu.kind=KIND_CPU`` where there is no GPU)."""
+    from serving.triton_runtime import TritonNotInstalled, find_triton_install
 
     section: dict[str, Any] = {}
     results["e2e"] = section
+    common = checked_overrides(list(args.e2e_override), "--e2e-override")
+    variants = parse_variants(args.e2e_variant)
     try:
         find_triton_install()
     except TritonNotInstalled as error:
@@ -208,13 +236,28 @@ def section_e2e(args: argparse.Namespace, results: dict, out: Path) -> None:
         log(f"e2e skipped: {error}")
         return
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu-e2e-"))
+    audio = [test_clips(1, args.e2e_query_seconds, seed=100 + i)[0, 0] for i in range(8)]
+    if common:
+        section["overrides"] = common
+    e2e_run(args, work / "base", common, audio, section, out / "tritonserver.log", perf_analyzer=not args.skip_perf_analyzer)
+    for name, overrides in variants:
+        run: dict[str, Any] = {"name": name, "overrides": overrides}
+        section.setdefault("variants", []).append(run)
+        log(f"e2e variant {name}: {'; '.join(overrides)}")
+        e2e_run(args, work / name, common + overrides, audio, run, out / f"tritonserver-{name}.log", perf_analyzer=False)
+
+
+def e2e_run(args: argparse.Namespace, work: Path, overrides: list[str], audio: list[np.ndarray], section: dict[str, Any],
+            log_copy: Path, perf_analyzer: bool) -> None:
+    """One repository (``overrides`` applied), one tritonserver, the concurrency curve and the server's statistics."""
+    from serving.triton_runtime import EmbeddedTriton
+
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    repository = build_gpu_repository(work, args.moss_config, args.e2e_vectors, args.e2e_segments_per_track)
+    repository = build_gpu_repository(work, args.moss_config, args.e2e_vectors, args.e2e_segments_per_track, overrides=overrides)
     section.update({"moss": args.moss_config, "catalog_vectors": args.e2e_vectors, "query_seconds": args.e2e_query_seconds,
                     "setup_s": time.perf_counter() - started, "model_config_name": "gpu"})
     log(f"e2e repository at {repository} in {section['setup_s']:.1f} s; starting tritonserver ...")
-    audio = [test_clips(1, args.e2e_query_seconds, seed=100 + i)[0, 0] for i in range(8)]
     server = EmbeddedTriton(repository, model_config_name="gpu", startup_timeout_s=args.e2e_startup_timeout,
                             log_path=work / "tritonserver.log", python_env=args.python_env,
                             extra_args=["--cuda-memory-pool-byte-size=0:268435456",
@@ -233,7 +276,7 @@ def section_e2e(args: argparse.Namespace, results: dict, out: Path) -> None:
             section["python_client"].append(point)
             log(f"e2e python client c={level}: {point['throughput']:.1f} req/s p50 {point['p50_ms']} ms "
                 f"p95 {point['p95_ms']} ms errors {point['errors']}")
-        if not args.skip_perf_analyzer:
+        if perf_analyzer:
             section["perf_analyzer"] = _perf_analyzer(server, work, audio[0], ints(args.perf_concurrency), args.e2e_seconds)
         section["model_stats"] = _model_stats(server.http_url)
         for name, stats in section["model_stats"].items():
@@ -245,5 +288,5 @@ def section_e2e(args: argparse.Namespace, results: dict, out: Path) -> None:
         server.stop()
         log_path = work / "tritonserver.log"
         if log_path.is_file():
-            shutil.copy2(log_path, out / "tritonserver.log")
+            shutil.copy2(log_path, log_copy)
             section["log_tail"] = log_path.read_text(errors="replace").splitlines()[-15:]

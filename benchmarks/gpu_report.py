@@ -54,24 +54,35 @@ def table(results: dict) -> str:
                          + (f" {row['back_to_back_ms']:>7.3f}" if "back_to_back_ms" in row else ""))
     e2e = results.get("e2e")
     if e2e:
-        lines.append("\naudio_search end to end through tritonserver (gpu configs)")
-        if "skipped" in e2e or "error" in e2e:
-            lines.append(f"  {e2e.get('skipped') or e2e.get('error')}"[:400])
-        for point in e2e.get("python_client", []):
-            lines.append(f"  python client c={point['concurrency']:<3} {point['throughput']:8.1f} req/s "
-                         f"p50 {point['p50_ms'] or float('nan'):7.1f} ms p95 {point['p95_ms'] or float('nan'):7.1f} ms"
-                         + (f" errors {point['errors'][:1]}" if point["errors"] else ""))
-        for name, stats in e2e.get("model_stats", {}).items():
-            lines.append(f"  server {name:<15} {stats['requests']:>6} req in {stats['executions']:>6} executions "
-                         f"(x{stats['mean_batch_requests']}), per request: queue {stats['queue_ms_per_request']:.2f} ms, "
-                         f"infer {stats['compute_infer_ms_per_request']:.2f} ms")
-        pa = e2e.get("perf_analyzer")
-        if isinstance(pa, list):
-            for point in pa:
-                lines.append(f"  perf_analyzer c={point['concurrency']:<3} {point['throughput']:8.1f} infer/s "
-                             f"p50 {point['p50_ms']:7.1f} ms p95 {point['p95_ms']:7.1f} ms")
-        elif pa:
-            lines.append(f"  {pa}"[:300])
+        lines.append("\naudio_search end to end through tritonserver (gpu configs" + (f"; every run: {'; '.join(e2e['overrides'])}" if e2e.get("overrides") else "") + ")")
+        lines += _e2e_lines(e2e)
+        for variant in e2e.get("variants", []):
+            lines.append(f"variant {variant['name']}: {'; '.join(variant['overrides'])}")
+            lines += _e2e_lines(variant)
+    return "\n".join(lines)
+
+
+def _e2e_lines(run: dict) -> list[str]:
+    """One e2e run (base or variant): its error, client curve, server statistics and perf_analyzer points."""
+    lines = []
+    if "skipped" in run or "error" in run:
+        lines.append(f"  {run.get('skipped') or run.get('error')}"[:400])
+    for point in run.get("python_client", []):
+        lines.append(f"  python client c={point['concurrency']:<3} {point['throughput']:8.1f} req/s "
+                     f"p50 {point['p50_ms'] or float('nan'):7.1f} ms p95 {point['p95_ms'] or float('nan'):7.1f} ms"
+                     + (f" errors {point['errors'][:1]}" if point["errors"] else ""))
+    for name, stats in run.get("model_stats", {}).items():
+        lines.append(f"  server {name:<15} {stats['requests']:>6} req in {stats['executions']:>6} executions "
+                     f"(x{stats['mean_batch_requests']}), per request: queue {stats['queue_ms_per_request']:.2f} ms, "
+                     f"infer {stats['compute_infer_ms_per_request']:.2f} ms")
+    pa = run.get("perf_analyzer")
+    if isinstance(pa, list):
+        for point in pa:
+            lines.append(f"  perf_analyzer c={point['concurrency']:<3} {point['throughput']:8.1f} infer/s "
+                         f"p50 {point['p50_ms']:7.1f} ms p95 {point['p95_ms']:7.1f} ms")
+    elif pa:
+        lines.append(f"  {pa}"[:300])
+    return lines
     return "\n".join(lines)
 
 
@@ -109,15 +120,21 @@ def plot(results: dict, path: Path) -> None:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("ms per batch of queries (256 unless marked)")
         ax.set_title("exact top-K, FP16 catalog")
-    e2e = results.get("e2e", {}).get("python_client", [])
-    if e2e:
+    e2e = results.get("e2e", {})
+    runs = [("base", e2e), *((variant["name"], variant) for variant in e2e.get("variants", []))]
+    runs = [(name, run["python_client"]) for name, run in runs if run.get("python_client")]
+    if runs:
         ax = axes[2]
-        ax.plot([p["concurrency"] for p in e2e], [p["throughput"] for p in e2e], marker="o", label="req/s")
-        ax.set_xlabel("concurrency")
-        ax.set_ylabel("requests/s")
         ax2 = ax.twinx()
-        ax2.plot([p["concurrency"] for p in e2e], [p["p95_ms"] or 0 for p in e2e], color="tab:red", marker="x", label="p95 ms")
-        ax2.set_ylabel("p95 latency (ms)", color="tab:red")
+        for index, (name, points) in enumerate(runs):
+            color = f"C{index}"
+            concurrency = [p["concurrency"] for p in points]
+            ax.plot(concurrency, [p["throughput"] for p in points], color=color, marker="o", label=f"{name} req/s")
+            ax2.plot(concurrency, [p["p95_ms"] or 0 for p in points], color=color, linestyle=":", marker="x")
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel("requests/s (solid)")
+        ax2.set_ylabel("p95 latency, ms (dotted)")
+        ax.legend(fontsize=7, loc="upper left")
         ax.set_title("audio_search via Triton (gpu configs)")
     for ax in axes:  # a run of some sections only: no empty panels
         if not ax.has_data():

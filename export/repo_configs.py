@@ -74,8 +74,9 @@ class ModelSpec:
     gpu: Instances = Instances(kind="KIND_GPU")
     gpu_parameters: dict[str, str] = field(default_factory=dict)  # added to `parameters` in the gpu configs
     embedded_parameters: dict[str, str] = field(default_factory=dict)  # added to `parameters` in the embedded configs
-    # The embedded configs' dynamic-batching queue delay, where it differs from dynamic_batching's.
+    # The embedded / gpu configs' dynamic-batching queue delay, where it differs from dynamic_batching's.
     embedded_queue_delay_microseconds: int | None = None
+    gpu_queue_delay_microseconds: int | None = None
     steps: tuple[Step, ...] = ()
 
 
@@ -165,8 +166,9 @@ def _validate(config: ServingConfig) -> None:
             raise ValueError(f"{model.name}: steps use undescribed models {unknown}")
         if model.dynamic_batching and model.max_batch_size == 0:
             raise ValueError(f"{model.name}: dynamic batching needs max_batch_size > 0")
-        if model.embedded_queue_delay_microseconds is not None and model.dynamic_batching is None:
-            raise ValueError(f"{model.name}: embedded_queue_delay_microseconds without dynamic_batching")
+        for target in ("embedded", "gpu"):
+            if getattr(model, f"{target}_queue_delay_microseconds") is not None and model.dynamic_batching is None:
+                raise ValueError(f"{model.name}: {target}_queue_delay_microseconds without dynamic_batching")
 
 
 def load_serving_config(path: str | Path = DEFAULT_CONFIG) -> ServingConfig:
@@ -186,6 +188,60 @@ def with_catalog(config: ServingConfig, backend: str | None = None, uri: str | N
     updated = dataclasses.replace(config, catalog=catalog)
     _validate(updated)
     return updated
+
+
+def with_override(config: ServingConfig, override: str) -> ServingConfig:
+    """``config`` with one model field replaced: ``MODEL.FIELD[.SUBFIELD]=VALUE`` (``*`` for every model that has
+    the field), e.g. ``moss_encoder.gpu_queue_delay_microseconds=20000``, ``faiss_topk.gpu.count=1``,
+    ``*.gpu.kind=KIND_CPU``, ``moss_encoder.gpu_parameters.BATCH_BUCKETS=8,16,32``; values are typed like the
+    field they replace (a dict field takes a key). A benchmark's variants are measured this way, and what
+    wins goes into serving.yaml."""
+    path, sep, value = override.partition("=")
+    name, _, field_path = path.partition(".")
+    if not sep or not field_path:
+        raise ValueError(f"override {override!r}: expected MODEL.FIELD=VALUE")
+    names = [model.name for model in config.models if name in ("*", model.name)]
+    if not names:
+        raise ValueError(f"override {override!r}: no model {name!r}")
+    keys = field_path.split(".")
+    models = tuple(_replaced(model, keys, value, override) if model.name in names else model for model in config.models)
+    updated = dataclasses.replace(config, models=models)
+    _validate(updated)
+    return updated
+
+
+def _replaced(item: Any, keys: list[str], value: str, override: str) -> Any:
+    key, rest = keys[0], keys[1:]
+    if isinstance(item, dict):
+        if rest:
+            raise ValueError(f"override {override!r}: {key!r} is a dict entry, not a section")
+        return {**item, key: value}
+    if not dataclasses.is_dataclass(item) or key not in {f.name for f in dataclasses.fields(item)}:
+        raise ValueError(f"override {override!r}: no field {key!r} in {type(item).__name__}")
+    current = getattr(item, key)
+    if rest:
+        return dataclasses.replace(item, **{key: _replaced(current, rest, value, override)})
+    return dataclasses.replace(item, **{key: _typed(current, value, override)})
+
+
+def _typed(current: Any, value: str, override: str) -> Any:
+    if dataclasses.is_dataclass(current) or isinstance(current, dict):
+        raise ValueError(f"override {override!r}: name a field inside it")
+    if isinstance(current, tuple) and all(isinstance(v, int) for v in current):
+        try:
+            return tuple(int(v) for v in value.split(",") if v)
+        except ValueError:
+            raise ValueError(f"override {override!r}: expected integers separated by commas") from None
+    if isinstance(current, tuple):
+        raise ValueError(f"override {override!r}: not a field to override")
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes")
+    if isinstance(current, int) or current is None:  # the unset optional fields are all integers (queue delays)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"override {override!r}: expected an integer") from None
+    return value
 
 
 def _data_type(dtype: str) -> int | None:
@@ -233,10 +289,8 @@ def build_model_config(model: ModelSpec, target: str, config: ServingConfig) -> 
         _fill_tensor(message.output.add(), tensor)
     if model.dynamic_batching is not None:
         message.dynamic_batching.preferred_batch_size.extend(model.dynamic_batching.preferred_batch_size)
-        delay = model.dynamic_batching.max_queue_delay_microseconds
-        if target == "embedded" and model.embedded_queue_delay_microseconds is not None:
-            delay = model.embedded_queue_delay_microseconds
-        message.dynamic_batching.max_queue_delay_microseconds = delay
+        delay = {"embedded": model.embedded_queue_delay_microseconds, "gpu": model.gpu_queue_delay_microseconds}.get(target)
+        message.dynamic_batching.max_queue_delay_microseconds = model.dynamic_batching.max_queue_delay_microseconds if delay is None else delay
     if model.kind == "ensemble":
         for step in model.steps:
             entry = message.ensemble_scheduling.step.add(model_name=step.model, model_version=-1)

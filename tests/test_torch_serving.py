@@ -86,8 +86,7 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path) -> None
     from serving.torch_serving import load_embedder_checkpoint
     from serving.triton_runtime import EmbeddedTriton
 
-    repository = build_gpu_repository(tmp_path, "tiny", 500, 5, instance_kind="KIND_CPU",
-                                      gpu_parameters={"moss_encoder": {"WARMUP_FRAMES": ""}})
+    repository = build_gpu_repository(tmp_path, "tiny", 500, 5, overrides=["*.gpu.kind=KIND_CPU", "moss_encoder.gpu_parameters.WARMUP_FRAMES="])
     audio = (0.3 * np.random.default_rng(3).standard_normal(7 * 24000)).astype(np.float32)
     with EmbeddedTriton(repository, model_config_name="gpu", log_path=tmp_path / "triton.log") as server:
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
@@ -105,3 +104,55 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path) -> None
     expected = load_catalog(repository / "faiss_topk" / "1" / "index").search(embedding, 3)
     assert tracks == expected.track_ids
     np.testing.assert_allclose(result.as_numpy("SCORES"), expected.scores, atol=1e-4)
+
+
+def test_e2e_variants_run_one_server_each_with_their_overrides(tmp_path: Path) -> None:
+    """`benchmarks gpu --e2e-variant`: the base configs and a variant, each through the real server (CPU instances)."""
+    from serving.triton_runtime import TritonNotInstalled, find_triton_install
+
+    try:
+        find_triton_install()
+    except TritonNotInstalled as error:
+        pytest.skip(str(error))
+    import argparse
+
+    from benchmarks.gpu import add_arguments
+    from benchmarks.gpu_e2e import section_e2e
+    from benchmarks.gpu_report import plot, table
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "out"), "--moss-config", "tiny", "--e2e-vectors", "500", "--e2e-segments-per-track", "5",
+                              "--e2e-query-seconds", "3", "--e2e-concurrency", "1,2", "--e2e-seconds", "1", "--skip-perf-analyzer",
+                              "--work-dir", str(tmp_path / "e2e"), "--e2e-override", "*.gpu.kind=KIND_CPU",
+                              "--e2e-override", "moss_encoder.gpu_parameters.WARMUP_FRAMES=", "--e2e-variant", "topk1:faiss_topk.gpu.count=1"])
+    (tmp_path / "out").mkdir()
+    results: dict = {}
+    section_e2e(args, results, tmp_path / "out")
+    e2e = results["e2e"]
+    runs = {"base": e2e, **{variant["name"]: variant for variant in e2e["variants"]}}
+    assert list(runs) == ["base", "topk1"] and "error" not in e2e and "error" not in runs["topk1"]
+    for run in runs.values():
+        assert [point["concurrency"] for point in run["python_client"]] == [1, 2]
+        assert all(point["requests"] > 0 and not point["errors"] for point in run["python_client"])
+        assert run["model_stats"]["faiss_topk"]["requests"] > 0
+    counts = {name: (tmp_path / "e2e" / name / "model_repository" / "faiss_topk" / "configs" / "gpu.pbtxt").read_text().count("count: 1")
+              for name in runs}
+    assert counts == {"base": 0, "topk1": 1}
+    text = table(results)
+    assert "variant topk1: faiss_topk.gpu.count=1" in text and "every run: *.gpu.kind=KIND_CPU" in text
+    plot(results, tmp_path / "out" / "gpu.png")
+    assert (tmp_path / "out" / "gpu.png").stat().st_size > 0
+
+
+def test_bad_e2e_variants_stop_before_any_server() -> None:
+    from benchmarks.gpu_e2e import parse_variants
+
+    assert parse_variants(["wait20:moss_encoder.gpu_queue_delay_microseconds=20000;faiss_topk.gpu.count=1"]) == [
+        ("wait20", ["moss_encoder.gpu_queue_delay_microseconds=20000", "faiss_topk.gpu.count=1"])]
+    for item, message in (("nameless", "expected NAME:MODEL.FIELD=VALUE"), ("base:faiss_topk.gpu.count=1", "not base"),
+                          ("a b:faiss_topk.gpu.count=1", "a name of letters"), ("x:faiss_topk.gpu.cuont=1", "--e2e-variant x: override")):
+        with pytest.raises(SystemExit, match=message):
+            parse_variants([item])
+    with pytest.raises(SystemExit, match="names must differ"):
+        parse_variants(["x:faiss_topk.gpu.count=1", "x:faiss_topk.gpu.count=2"])

@@ -71,3 +71,37 @@ def test_an_embedded_queue_delay_without_batching_is_refused(tmp_path: Path) -> 
     (tmp_path / "serving.yaml").write_text(broken, encoding="utf-8")
     with pytest.raises(ValueError, match="audio_windows: embedded_queue_delay_microseconds without dynamic_batching"):
         repo_configs.load_serving_config(tmp_path / "serving.yaml")
+
+
+def test_overrides_change_one_field_typed_like_it_and_reach_the_rendered_configs() -> None:
+    config = repo_configs.load_serving_config()
+    changed = repo_configs.with_override(config, "moss_encoder.gpu_queue_delay_microseconds=20000")
+    changed = repo_configs.with_override(changed, "faiss_topk.gpu.count=1")
+    changed = repo_configs.with_override(changed, "moss_encoder.dynamic_batching.preferred_batch_size=16,32")
+    changed = repo_configs.with_override(changed, "moss_encoder.gpu_parameters.BATCH_BUCKETS=8,16,32")
+    encoder = changed.model("moss_encoder")
+    gpu = repo_configs.build_model_config(encoder, "gpu", changed)
+    assert gpu.dynamic_batching.max_queue_delay_microseconds == 20000
+    assert list(gpu.dynamic_batching.preferred_batch_size) == [16, 32]
+    assert gpu.parameters["BATCH_BUCKETS"].string_value == "8,16,32" and gpu.parameters["PRECISION"].string_value == "fp16"
+    # The gpu delay reaches only the gpu config; the committed config is untouched.
+    assert repo_configs.build_model_config(encoder, "production", changed).dynamic_batching.max_queue_delay_microseconds == 5000
+    assert config.model("moss_encoder").gpu_queue_delay_microseconds is None
+    assert repo_configs.build_model_config(changed.model("faiss_topk"), "gpu", changed).instance_group[0].count == 1
+    everywhere = repo_configs.with_override(config, "*.gpu.kind=KIND_CPU")
+    assert {model.gpu.kind for model in everywhere.models} == {"KIND_CPU"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("moss_encoder.gpu.count", "expected MODEL.FIELD=VALUE"),
+    ("nosuch.gpu.count=1", "no model 'nosuch'"),
+    ("moss_encoder.gpu.cuont=1", "no field 'cuont' in Instances"),
+    ("moss_encoder.gpu=1", "name a field inside it"),
+    ("moss_encoder.gpu.count=two", "expected an integer"),
+    ("moss_encoder.dynamic_batching.preferred_batch_size=8,x", "integers separated by commas"),
+    ("moss_encoder.inputs=1", "not a field to override"),
+    ("audio_windows.gpu_queue_delay_microseconds=100", "gpu_queue_delay_microseconds without dynamic_batching"),
+])
+def test_bad_overrides_are_one_line_errors(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        repo_configs.with_override(repo_configs.load_serving_config(), override)
