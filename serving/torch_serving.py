@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from serving.ragged import pad_concat
 from training.embedder import EmbedderConfig, EmbedderFromCounts, TokenEmbedder
 from training.moss.gpu import FastMossEncoder
 from training.moss.weights import build_encoder
@@ -73,6 +74,10 @@ class EncoderRunner:
     Shapes are bucketed so CUDA graphs are reused: the batch is padded to the next of ``batch_buckets``
     with silent rows, and S to a whole number of ``frame_bucket`` frames (right-padding changes no valid
     code: every attention is causal). Codes are returned for the request's own T frames.
+
+    The requests of a dynamic batch are copied once, straight into one reused host buffer of the padded
+    bucket shape (pinned on CUDA, so the upload is one DMA): a batch of 32 10-s windows is 31 MB, and
+    merging, padding and uploading it through fresh pageable arrays cost three passes and their page faults.
     """
 
     def __init__(self, version_dir: Path, device: torch.device, n_quantizers: int, *, precision: str = "fp16",
@@ -92,21 +97,39 @@ class EncoderRunner:
         self.device = device
         self.batch_buckets = tuple(sorted(batch_buckets))
         self.frame_bucket = max(1, frame_bucket)
+        self._staging = torch.empty(0, dtype=torch.float32)
         for frames in warmup_frames:
             for batch in self.batch_buckets:
                 self.run(np.zeros((batch, 1, frames * self.hop), np.float32), np.full(batch, frames * self.hop, np.int64))
 
     def run(self, waveform: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch, _, samples = waveform.shape
-        frames = math.ceil(samples / self.hop)
-        padded_frames = math.ceil(frames / self.frame_bucket) * self.frame_bucket
+        return self.run_requests([waveform], [lengths])
+
+    def run_requests(self, waveforms: Sequence[np.ndarray], lengths: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Requests ([b_i, 1, S_i] + [b_i] each) as one batch: codes [sum b_i, Q, T] for T = the longest's frames."""
+        batch = sum(waveform.shape[0] for waveform in waveforms)
+        frames = math.ceil(max(waveform.shape[-1] for waveform in waveforms) / self.hop)
+        padded_samples = math.ceil(frames / self.frame_bucket) * self.frame_bucket * self.hop
         padded_batch = bucket(batch, self.batch_buckets)
-        wave = torch.zeros(padded_batch, 1, padded_frames * self.hop, dtype=torch.float32)
-        wave[:batch, :, :samples] = torch.from_numpy(waveform)
-        lens = torch.full((padded_batch,), padded_frames * self.hop, dtype=torch.int64)
-        lens[:batch] = torch.from_numpy(lengths.reshape(-1).astype(np.int64))
+        wave = self._staged(padded_batch * padded_samples).view(padded_batch, 1, padded_samples)
+        lens = torch.full((padded_batch,), padded_samples, dtype=torch.int64)
+        row = 0
+        for waveform, length in zip(waveforms, lengths):
+            rows, samples = waveform.shape[0], waveform.shape[-1]
+            wave[row:row + rows, :, :samples] = torch.from_numpy(waveform)
+            wave[row:row + rows, :, samples:] = 0.0  # the buffer holds the last batch's samples
+            lens[row:row + rows] = torch.from_numpy(length.reshape(-1).astype(np.int64))
+            row += rows
+        wave[batch:] = 0.0
         codes, counts = self.encoder.encode(wave.to(self.device, non_blocking=True), lens.to(self.device), self.n_quantizers)
+        # Reading the codes back waits for the encode, and so for the upload: the buffer is free for the next call.
         return (codes[:batch, :, :frames].to(torch.int32).cpu().numpy(), counts[:batch].cpu().numpy())
+
+    def _staged(self, elements: int) -> torch.Tensor:
+        """The first ``elements`` of the host staging buffer, grown (never shrunk) to the largest batch served."""
+        if self._staging.numel() < elements:
+            self._staging = torch.empty(elements, dtype=torch.float32, pin_memory=self.device.type == "cuda")
+        return self._staging[:elements]
 
 
 def check_encoder_parity(model, onnx_path: Path, n_quantizers: int, min_level0: float = 0.99) -> dict | None:
@@ -152,6 +175,10 @@ class EmbedderRunner:
         self.device = device
         onnx_path = version_dir / "model.onnx"
         self.parity = check_embedder_parity(self, onnx_path) if verify_onnx and onnx_path.is_file() else None
+
+    def run_requests(self, codes: Sequence[np.ndarray], counts: Sequence[np.ndarray]) -> np.ndarray:
+        """Requests ([b_i, Q, T_i] + [b_i] each) as one batch: embeddings [sum b_i, D] (codes are small: merged plainly)."""
+        return self.run(pad_concat(codes), np.concatenate([count.reshape(-1) for count in counts]))
 
     def run(self, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -41,6 +41,27 @@ def test_encoder_runner_buckets_without_changing_codes(tmp_path: Path) -> None:
         assert np.array_equal(codes[row, :, :count], expected[row, :, :count].numpy())
 
 
+def test_encoder_runner_stages_requests_of_different_lengths_as_one_batch(tmp_path: Path) -> None:
+    """run_requests copies each request into the reused staging buffer: codes as if each ran alone, nothing left over."""
+    (tmp_path / "moss_source.txt").write_text("tiny")
+    runner = EncoderRunner(tmp_path, torch.device("cpu"), 8, batch_buckets=(2, 4), frame_bucket=5)
+    rng = np.random.default_rng(1)
+    long_request = (0.3 * rng.standard_normal((2, 1, 17 * HOP + 5))).astype(np.float32)
+    short_request = (0.3 * rng.standard_normal((1, 1, 6 * HOP))).astype(np.float32)
+    lengths = [np.array([17 * HOP + 5, 12 * HOP], np.int64), np.array([6 * HOP], np.int64)]
+    codes, counts = runner.run_requests([long_request, short_request], lengths)
+    assert codes.shape == (3, 8, 18) and counts.tolist() == [17, 12, 6]
+    reference = build_encoder("tiny")
+    with torch.inference_mode():
+        for row, (audio, length) in enumerate([(long_request[:1], lengths[0][:1]), (long_request[1:], lengths[0][1:]), (short_request, lengths[1])]):
+            expected, _ = reference(torch.from_numpy(audio), torch.from_numpy(length), 8)
+            assert np.array_equal(codes[row, :, :counts[row]], expected[0, :, :counts[row]].numpy())
+    # A smaller batch next reuses the buffer that still holds the long request's samples: the same codes as a fresh runner.
+    again, _ = runner.run_requests([short_request], [lengths[1]])
+    fresh, _ = EncoderRunner(tmp_path, torch.device("cpu"), 8, batch_buckets=(2, 4), frame_bucket=5).run(short_request, lengths[1])
+    assert np.array_equal(again, fresh) and np.array_equal(again[0], codes[2, :, :6])
+
+
 def _embedder(seed: int) -> TokenEmbedder:
     torch.manual_seed(seed)
     return TokenEmbedder(EmbedderConfig(n_levels=4, d_model=32, n_heads=2, n_layers=1, embedding_dim=16)).eval()

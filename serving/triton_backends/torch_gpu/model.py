@@ -4,8 +4,9 @@ Used by the `gpu` model configs (`--model-config-name gpu`, generated from confi
 `moss_encoder` (FastMossEncoder: fused kernels, CUDA graphs, PRECISION fp16 by default) and `token_embedder`
 (TokenEmbedder, FP32). Which one is decided by the config's first input (WAVEFORM or CODES); the runners
 and their version-folder artifacts are described in serving/torch_serving.py. With dynamic batching, the
-requests of one execute() are padded to a common shape and run as one batch (the contracts carry lengths
-and counts, so padding is harmless), as in the `onnx_cpu` backend. Without a usable GPU it runs on CPU.
+requests of one execute() are padded to a common shape and run as one batch by the runner's `run_requests`
+(the contracts carry lengths and counts, so padding is harmless), as in the `onnx_cpu` backend. Without a
+usable GPU it runs on CPU.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.ragged import pad_concat
 from serving.torch_serving import EmbedderRunner, EncoderRunner, pick_device, runner_options
 from serving.triton_model_utils import error_response, parameters
 
@@ -64,8 +64,7 @@ class TritonPythonModel:
         if not good:
             return responses
         try:
-            merged = [pad_concat([parsed[index][i] for index in good]) for i in range(2)]
-            outputs = self.runner.run(*merged)
+            outputs = self.runner.run_requests([parsed[index][0] for index in good], [parsed[index][1] for index in good])
         except Exception as error:  # noqa: BLE001 - becomes the failed requests' error
             for index in good:
                 responses[index] = error_response(f"{type(error).__name__}: {error}")
