@@ -42,8 +42,8 @@ def build_gpu_repository(work: Path, moss_spec: str, n_vectors: int, segments_pe
     """A runnable repository with the `gpu` configs: MOSS from ``moss_spec``, a seeded random TokenEmbedder
     (checkpoint + its ONNX export), and a flat catalog of random unit vectors written without FAISS.
 
-    ``overrides`` (``export.repo_configs.with_override``: ``MODEL.FIELD=VALUE``) change serving.yaml's models
-    for this repository: a benchmark variant, or tests running the gpu configs on CPU instances."""
+    ``overrides`` (``apply_overrides``) change serving.yaml's models for this repository: a benchmark variant,
+    or tests running the gpu configs on CPU instances."""
     import yaml
 
     from serving.catalog_index import sha256_file, write_catalog
@@ -55,12 +55,11 @@ def build_gpu_repository(work: Path, moss_spec: str, n_vectors: int, segments_pe
     repository = work / "model_repository"
     shutil.rmtree(repository, ignore_errors=True)
     if overrides:  # render configs with the overrides (needs tritonclient's protobufs)
-        from export.repo_configs import load_serving_config, render_repository, with_override, write_repository
+        from export.repo_configs import load_serving_config, render_repository, write_repository
 
-        config = load_serving_config()
-        for override in overrides:
-            config = with_override(config, override)
-        write_repository(repository, render_repository(config))
+        write_repository(repository, render_repository(apply_overrides(load_serving_config(), overrides)))
+        for model_dir in repository.iterdir():  # a model only an override adds (a fused one) has no version folder yet
+            (model_dir / "1").mkdir(exist_ok=True)
     for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
         for path in [model_dir / "config.pbtxt", *model_dir.glob("configs/*.pbtxt"), *model_dir.glob("[0-9]*/model.py")]:
             target = repository / path.relative_to(source)
@@ -191,14 +190,26 @@ def _model_stats(url: str) -> dict[str, Any]:
     return summary
 
 
-def checked_overrides(overrides: list[str], label: str) -> list[str]:
-    """``overrides`` (``MODEL.FIELD=VALUE``), each applied to serving.yaml once: a mistake stops before any server starts."""
-    from export.repo_configs import load_serving_config, with_override
+def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
+    """``config`` (a ServingConfig) with each override: ``MODEL.FIELD=VALUE`` (``export.repo_configs.with_override``)
+    or ``fuse=FIRST,LAST`` (``with_fused_steps``: the encoder and the embedder as one gpu model, window_embedder)."""
+    from export.repo_configs import with_fused_steps, with_override
 
-    config = load_serving_config()
-    try:
-        for override in overrides:
+    for override in overrides:
+        if override.startswith("fuse="):
+            first, _, last = override.removeprefix("fuse=").partition(",")
+            config = with_fused_steps(config, first, last)
+        else:
             config = with_override(config, override)
+    return config
+
+
+def checked_overrides(overrides: list[str], label: str) -> list[str]:
+    """``overrides``, applied to serving.yaml once: a mistake stops before any server starts."""
+    from export.repo_configs import load_serving_config
+
+    try:
+        apply_overrides(load_serving_config(), overrides)
     except ValueError as error:
         raise SystemExit(f"{label}: {error}") from None
     return overrides

@@ -210,6 +210,37 @@ def with_override(config: ServingConfig, override: str) -> ServingConfig:
     return updated
 
 
+def with_fused_steps(config: ServingConfig, first: str, last: str, name: str = "window_embedder") -> ServingConfig:
+    """``config`` where the ensemble's consecutive steps ``first`` -> ``last`` (the encoder and the embedder) are one
+    model ``name`` for the gpu configs: the torch_gpu backend runs both in one process, so the codes stay on the
+    GPU and one CUDA context, queue and batch serve both. It takes ``first``'s inputs, batching, instances and
+    gpu parameters and ``last``'s outputs, and reads their version folders (ENCODER_DIR, EMBEDDER_DIR). Only
+    the gpu configs can serve it (a benchmark variant until measured: docs/gpu-performance.md)."""
+    known = {model.name: model for model in config.models}
+    if first not in known or last not in known or name in known:
+        raise ValueError(f"fusing {first} -> {last} as {name}: both must be described models and {name} a new name")
+    head, tail = known[first], known[last]
+    codes = next((tensor for tensor in head.outputs if tensor.name == "CODES"), None)
+    if codes is None or head.kind != "onnx" or tail.kind != "onnx":
+        raise ValueError(f"fusing {first} -> {last}: only the encoder (CODES out) and the embedder, both onnx kind, can be fused")
+    fused = dataclasses.replace(
+        head, name=name, outputs=tail.outputs,
+        gpu_parameters={**head.gpu_parameters, "ENCODER_DIR": f"{first}/1", "EMBEDDER_DIR": f"{last}/1", "N_QUANTIZERS": str(codes.dims[0])})
+    models = []
+    for model in config.models:
+        steps = model.steps
+        starts = [i for i, step in enumerate(steps[:-1]) if step.model == first and steps[i + 1].model == last]
+        if starts:
+            i = starts[0]
+            steps = (*steps[:i], Step(model=name, inputs=steps[i].inputs, outputs=steps[i + 1].outputs), *steps[i + 2:])
+        models.append(dataclasses.replace(model, steps=steps))
+    if models == list(config.models):
+        raise ValueError(f"no ensemble has the steps {first} -> {last}")
+    updated = dataclasses.replace(config, models=(*models, fused))
+    _validate(updated)
+    return updated
+
+
 def _replaced(item: Any, keys: list[str], value: str, override: str) -> Any:
     key, rest = keys[0], keys[1:]
     if isinstance(item, dict):

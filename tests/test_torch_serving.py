@@ -91,8 +91,10 @@ def test_embedder_runner_checks_its_checkpoint_against_the_onnx_model(tmp_path: 
 
 
 @pytest.mark.slow
-def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path) -> None:
-    """The generated gpu configs, torch_gpu backend and catalog written without FAISS, on the real server."""
+@pytest.mark.parametrize("fused", [False, True], ids=["ensemble", "fused"])
+def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path, fused: bool) -> None:
+    """The generated gpu configs, torch_gpu backend and catalog written without FAISS, on the real server; fused:
+    the encoder and the embedder as one model (`fuse=moss_encoder,token_embedder`), the same answer."""
     import tritonclient.grpc as grpcclient
 
     from serving.triton_runtime import TritonNotInstalled, find_triton_install
@@ -107,7 +109,8 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path) -> None
     from serving.torch_serving import load_embedder_checkpoint
     from serving.triton_runtime import EmbeddedTriton
 
-    repository = build_gpu_repository(tmp_path, "tiny", 500, 5, overrides=["*.gpu.kind=KIND_CPU", "moss_encoder.gpu_parameters.WARMUP_FRAMES="])
+    overrides = ["*.gpu.kind=KIND_CPU", "moss_encoder.gpu_parameters.WARMUP_FRAMES=", *(["fuse=moss_encoder,token_embedder"] if fused else [])]
+    repository = build_gpu_repository(tmp_path, "tiny", 500, 5, overrides=overrides)
     audio = (0.3 * np.random.default_rng(3).standard_normal(7 * 24000)).astype(np.float32)
     with EmbeddedTriton(repository, model_config_name="gpu", log_path=tmp_path / "triton.log") as server:
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
@@ -116,6 +119,9 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path) -> None
             k_input = grpcclient.InferInput("TOP_K", [1], "INT32")
             k_input.set_data_from_numpy(np.array([3], np.int32))
             result = client.infer("audio_search", [audio_input, k_input])
+            stats = {model.name for model in client.get_inference_statistics().model_stats if model.inference_stats.success.count}
+    assert stats == ({"audio_search", "audio_windows", "window_embedder", "faiss_topk"} if fused
+                     else {"audio_search", "audio_windows", "moss_encoder", "token_embedder", "faiss_topk"})
     tracks = [t.decode() for t in result.as_numpy("TRACK_IDS")]
     # The same pipeline in process: one 7-s window, tiny MOSS (8 levels), the published embedder, the catalog.
     with torch.inference_mode():
@@ -171,8 +177,11 @@ def test_bad_e2e_variants_stop_before_any_server() -> None:
 
     assert parse_variants(["wait20:moss_encoder.gpu_queue_delay_microseconds=20000;faiss_topk.gpu.count=1"]) == [
         ("wait20", ["moss_encoder.gpu_queue_delay_microseconds=20000", "faiss_topk.gpu.count=1"])]
+    # A field of the fused model exists once the fuse before it has made the model.
+    assert parse_variants(["fused:fuse=moss_encoder,token_embedder;window_embedder.gpu_queue_delay_microseconds=20000"])[0][1][0] == "fuse=moss_encoder,token_embedder"
     for item, message in (("nameless", "expected NAME:MODEL.FIELD=VALUE"), ("base:faiss_topk.gpu.count=1", "not base"),
-                          ("a b:faiss_topk.gpu.count=1", "a name of letters"), ("x:faiss_topk.gpu.cuont=1", "--e2e-variant x: override")):
+                          ("a b:faiss_topk.gpu.count=1", "a name of letters"), ("x:faiss_topk.gpu.cuont=1", "--e2e-variant x: override"),
+                          ("y:fuse=moss_encoder,nosuch", "--e2e-variant y: fusing")):
         with pytest.raises(SystemExit, match=message):
             parse_variants([item])
     with pytest.raises(SystemExit, match="names must differ"):

@@ -105,3 +105,17 @@ def test_overrides_change_one_field_typed_like_it_and_reach_the_rendered_configs
 def test_bad_overrides_are_one_line_errors(override: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         repo_configs.with_override(repo_configs.load_serving_config(), override)
+
+
+def test_fusing_the_encoder_and_embedder_replaces_their_two_steps_with_one_gpu_model() -> None:
+    config = repo_configs.with_fused_steps(repo_configs.load_serving_config(), "moss_encoder", "token_embedder")
+    assert [step.model for step in config.model("audio_search").steps] == ["audio_windows", "window_embedder", "faiss_topk"]
+    fused = repo_configs.build_model_config(config.model("window_embedder"), "gpu", config)
+    assert fused.backend == "torch_gpu" and fused.max_batch_size == 32
+    assert [t.name for t in fused.input] == ["WAVEFORM", "LENGTHS"] and [t.name for t in fused.output] == ["EMBEDDING"]
+    assert {key: fused.parameters[key].string_value for key in ("ENCODER_DIR", "EMBEDDER_DIR", "N_QUANTIZERS")} == {
+        "ENCODER_DIR": "moss_encoder/1", "EMBEDDER_DIR": "token_embedder/1", "N_QUANTIZERS": "8"}
+    for first, last, message in (("moss_encoder", "nosuch", "both must be described"), ("token_embedder", "faiss_topk", "only the encoder"),
+                                 ("audio_windows", "moss_encoder", "only the encoder")):
+        with pytest.raises(ValueError, match=message):
+            repo_configs.with_fused_steps(repo_configs.load_serving_config(), first, last)

@@ -2,7 +2,8 @@
 
 Used by the `gpu` model configs (`--model-config-name gpu`, generated from configs/serving.yaml) for
 `moss_encoder` (FastMossEncoder: fused kernels, CUDA graphs, PRECISION fp16 by default) and `token_embedder`
-(TokenEmbedder, FP32). Which one is decided by the config's first input (WAVEFORM or CODES); the runners
+(TokenEmbedder, FP32), or both as one model (`export.repo_configs.with_fused_steps`). Which one is decided by
+the config's first input and output (WAVEFORM, CODES; WAVEFORM -> EMBEDDING for the fused one); the runners
 and their version-folder artifacts are described in serving/torch_serving.py. With dynamic batching, the
 requests of one execute() are padded to a common shape and run as one batch by the runner's `run_requests`
 (the contracts carry lengths and counts, so padding is harmless), as in the `onnx_cpu` backend. Without a
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.torch_serving import EmbedderRunner, EncoderRunner, pick_device, runner_options
+from serving.torch_serving import EmbedderRunner, EncoderRunner, FusedRunner, pick_device, runner_options
 from serving.triton_model_utils import error_response, parameters
 
 
@@ -30,7 +31,11 @@ class TritonPythonModel:
         self.inputs = [tensor["name"] for tensor in config["input"]]
         self.outputs = [tensor["name"] for tensor in config["output"]]
         options = runner_options(params)
-        if self.inputs[0] == "WAVEFORM":
+        if self.inputs[0] == "WAVEFORM" and self.outputs[0] == "EMBEDDING":
+            root = Path(args["model_repository"]).parent  # the model folder's parent: the repository
+            self.runner = FusedRunner(root / params["ENCODER_DIR"], root / params["EMBEDDER_DIR"], device, int(params["N_QUANTIZERS"]), **options)
+            self.dtypes = (np.float32, np.int64)
+        elif self.inputs[0] == "WAVEFORM":
             codes = next(tensor for tensor in config["output"] if tensor["name"] == "CODES")
             self.runner = EncoderRunner(version_dir, device, int(codes["dims"][0]), **options)
             self.dtypes = (np.float32, np.int64)
@@ -38,7 +43,8 @@ class TritonPythonModel:
             self.runner = EmbedderRunner(version_dir, device, verify_onnx=options.get("verify_onnx", True))
             self.dtypes = (np.int32, np.int64)
         else:
-            raise ValueError(f"torch_gpu serves moss_encoder (WAVEFORM) or token_embedder (CODES), not inputs {self.inputs}")
+            raise ValueError(f"torch_gpu serves moss_encoder (WAVEFORM), token_embedder (CODES) or both fused (WAVEFORM -> EMBEDDING), "
+                             f"not inputs {self.inputs}")
         pb_utils.Logger.log_info(f"{config['name']}: PyTorch on {device}; parity with model.onnx: {self.runner.parity}")
 
     def _read(self, request: Any) -> list[np.ndarray] | str:
