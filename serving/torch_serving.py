@@ -202,7 +202,6 @@ class FusedRunner:
     def __init__(self, encoder_dir: Path, embedder_dir: Path, device: torch.device, n_quantizers: int, **options) -> None:
         self.encoder = EncoderRunner(encoder_dir, device, n_quantizers, **options)
         self.embedder = EmbedderRunner(embedder_dir, device, verify_onnx=options.get("verify_onnx", True))
-        self.hop = self.encoder.hop
         self.parity = {"encoder": self.encoder.parity, "embedder": self.embedder.parity}
 
     def run_requests(self, waveforms: Sequence[np.ndarray], lengths: Sequence[np.ndarray]) -> np.ndarray:
