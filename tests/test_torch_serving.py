@@ -186,3 +186,19 @@ def test_bad_e2e_variants_stop_before_any_server() -> None:
             parse_variants([item])
     with pytest.raises(SystemExit, match="names must differ"):
         parse_variants(["x:faiss_topk.gpu.count=1", "x:faiss_topk.gpu.count=2"])
+
+
+def test_the_gpu_report_sets_the_end_to_end_curve_against_the_encoder_alone(tmp_path: Path) -> None:
+    """A committed H100 run (encoder and e2e sections): the table names the encoder-alone ceiling, the PNG draws it."""
+    import json
+
+    from benchmarks.gpu_report import encoder_ceiling, plot, table
+
+    results = json.loads(Path("benchmarks/results/gpu-h100/full.json").read_text())
+    fp16 = [row for row in results["encoder"]["rows"] if row["path"] == "fast" and row["precision"] == "fp16" and row.get("level0", 0) >= 0.99]
+    ceiling = encoder_ceiling(results)
+    assert ceiling is not None and ceiling["clips_per_s"] == max(row["clips_per_s"] for row in fp16)
+    assert f"encoder alone, same run: {ceiling['clips_per_s']:.0f} clips/s (fast FP16, batch {ceiling['batch']})" in table(results)
+    assert encoder_ceiling({"encoder": {"rows": [{**fp16[0], "level0": 0.98}]}}) is None  # below the 99 % bar: no ceiling
+    plot(results, tmp_path / "gpu.png")
+    assert (tmp_path / "gpu.png").stat().st_size > 0
