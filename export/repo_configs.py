@@ -20,7 +20,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from common.paths import DEFAULT_REPOSITORY, REPO_ROOT
-from common.yaml_config import from_dict
+from common.yaml_config import from_dict, replaced
 from serving.triton_runtime import PYTHON_ENV_LINK
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "serving.yaml"
@@ -194,8 +194,8 @@ def with_override(config: ServingConfig, override: str) -> ServingConfig:
     """``config`` with one model field replaced: ``MODEL.FIELD[.SUBFIELD]=VALUE`` (``*`` for every model that has
     the field), e.g. ``moss_encoder.gpu_queue_delay_microseconds=20000``, ``faiss_topk.gpu.count=1``,
     ``*.gpu.kind=KIND_CPU``, ``moss_encoder.gpu_parameters.BATCH_BUCKETS=8,16,32``; values are typed like the
-    field they replace (a dict field takes a key). A benchmark's variants are measured this way, and what
-    wins goes into serving.yaml."""
+    field they replace (``common.yaml_config.replaced``; a dict field takes a key). A benchmark's variants are
+    measured this way, and what wins goes into serving.yaml."""
     path, sep, value = override.partition("=")
     name, _, field_path = path.partition(".")
     if not sep or not field_path:
@@ -203,8 +203,10 @@ def with_override(config: ServingConfig, override: str) -> ServingConfig:
     names = [model.name for model in config.models if name in ("*", model.name)]
     if not names:
         raise ValueError(f"override {override!r}: no model {name!r}")
-    keys = field_path.split(".")
-    models = tuple(_replaced(model, keys, value, override) if model.name in names else model for model in config.models)
+    try:
+        models = tuple(replaced(model, field_path, value) if model.name in names else model for model in config.models)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"override {override!r}: {error}") from None
     updated = dataclasses.replace(config, models=models)
     _validate(updated)
     return updated
@@ -239,40 +241,6 @@ def with_fused_steps(config: ServingConfig, first: str, last: str, name: str = "
     updated = dataclasses.replace(config, models=(*models, fused))
     _validate(updated)
     return updated
-
-
-def _replaced(item: Any, keys: list[str], value: str, override: str) -> Any:
-    key, rest = keys[0], keys[1:]
-    if isinstance(item, dict):
-        if rest:
-            raise ValueError(f"override {override!r}: {key!r} is a dict entry, not a section")
-        return {**item, key: value}
-    if not dataclasses.is_dataclass(item) or key not in {f.name for f in dataclasses.fields(item)}:
-        raise ValueError(f"override {override!r}: no field {key!r} in {type(item).__name__}")
-    current = getattr(item, key)
-    if rest:
-        return dataclasses.replace(item, **{key: _replaced(current, rest, value, override)})
-    return dataclasses.replace(item, **{key: _typed(current, value, override)})
-
-
-def _typed(current: Any, value: str, override: str) -> Any:
-    if dataclasses.is_dataclass(current) or isinstance(current, dict):
-        raise ValueError(f"override {override!r}: name a field inside it")
-    if isinstance(current, tuple) and all(isinstance(v, int) for v in current):
-        try:
-            return tuple(int(v) for v in value.split(",") if v)
-        except ValueError:
-            raise ValueError(f"override {override!r}: expected integers separated by commas") from None
-    if isinstance(current, tuple):
-        raise ValueError(f"override {override!r}: not a field to override")
-    if isinstance(current, bool):
-        return value.lower() in ("1", "true", "yes")
-    if isinstance(current, int) or current is None:  # the unset optional fields are all integers (queue delays)
-        try:
-            return int(value)
-        except ValueError:
-            raise ValueError(f"override {override!r}: expected an integer") from None
-    return value
 
 
 def _data_type(dtype: str) -> int | None:

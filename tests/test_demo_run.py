@@ -32,7 +32,6 @@ def test_a_catalog_with_other_tracks_gets_another_index(tmp_path: Path) -> None:
     assert catalog_digest([corpus, generated]) != with_corpus
 
 
-
 def _args(**given: object) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -95,11 +95,11 @@ def test_overrides_change_one_field_typed_like_it_and_reach_the_rendered_configs
 @pytest.mark.parametrize("override, message", [
     ("moss_encoder.gpu.count", "expected MODEL.FIELD=VALUE"),
     ("nosuch.gpu.count=1", "no model 'nosuch'"),
-    ("moss_encoder.gpu.cuont=1", "no field 'cuont' in Instances"),
-    ("moss_encoder.gpu=1", "name a field inside it"),
-    ("moss_encoder.gpu.count=two", "expected an integer"),
-    ("moss_encoder.dynamic_batching.preferred_batch_size=8,x", "integers separated by commas"),
-    ("moss_encoder.inputs=1", "not a field to override"),
+    ("moss_encoder.gpu.cuont=1", "no such key 'cuont'; Instances has"),
+    ("moss_encoder.gpu=1", "'gpu' is a section: name a key inside it"),
+    ("moss_encoder.gpu.count=two", "count=two: expected a int"),
+    ("moss_encoder.dynamic_batching.preferred_batch_size=8,x", "expected ints separated by commas"),
+    ("moss_encoder.inputs=1", "'inputs' holds sections: not settable"),
     ("audio_windows.gpu_queue_delay_microseconds=100", "gpu_queue_delay_microseconds without dynamic_batching"),
 ])
 def test_bad_overrides_are_one_line_errors(override: str, message: str) -> None:

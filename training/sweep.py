@@ -5,7 +5,8 @@ base training config and one variant per value of each ``--vary KEY=V1,V2`` (dot
 config, e.g. ``model.n_levels=4,16``, ``model.pooling=mean``, ``optim.batch_size=512``) are trained for
 ``--epochs`` each, every run in its own folder, and compared on their best validation recall@1 (the
 yardstick `train` keeps). Runs whose val views would be identical share one set, made once. A run cut
-off by a time limit resumes where it stopped; finished runs are read back, not retrained. Writes a JSON table and a PNG of the validation curves.
+off by a time limit resumes where it stopped; finished runs are read back, not retrained. Writes a JSON
+table and a PNG of the validation curves.
 
 Variants that change the views (``views.*``) or the catalog layout are measured on their own val views,
 so their numbers are a different yardstick: the report marks them.
@@ -17,9 +18,8 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
-from common.yaml_config import from_dict, load_yaml, save_yaml, to_dict
+from common.yaml_config import load_yaml, replaced, save_yaml
 from training.pipeline import TRAIN_CONFIGS, PipelineConfig, add_source_arguments, prepare_data, train_embedder
 from training.train import TrainConfig
 
@@ -59,37 +59,10 @@ def with_override(cfg: TrainConfig, key: str, value: str) -> TrainConfig:
     """A copy of ``cfg`` with the dotted ``key`` set to ``value``, read as the type the key holds."""
     if key.startswith(CHAIN_KEYS):
         raise SystemExit(f"--vary {key}: set by the data chain for every run (--epochs, --seed, the corpus and tokenizer options)")
-    data = to_dict(cfg)
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            raise SystemExit(f"--vary {key}: {part!r} is not a section of the training config")
-        node = node[part]
-    if parts[-1] not in node:
-        raise SystemExit(f"--vary {key}: no such key; {'.'.join(parts[:-1]) or 'the config'} has {sorted(node)}")
-    node[parts[-1]] = _typed_like(node[parts[-1]], value, key)
     try:
-        return from_dict(TrainConfig, data)
+        return replaced(cfg, key, value)
     except (TypeError, ValueError) as error:
         raise SystemExit(f"--vary {key}={value}: {error}") from None
-
-
-def _typed_like(current: object, value: str, key: str) -> object:
-    """``value`` as the type of the key's current value (YAML reads 5e-4 as a string; a float key must not)."""
-    try:
-        if isinstance(current, bool):
-            parsed = yaml.safe_load(value)
-            if not isinstance(parsed, bool):
-                raise ValueError
-            return parsed
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, int):
-            return int(value)
-    except ValueError:
-        raise SystemExit(f"--vary {key}={value}: expected a {type(current).__name__}") from None
-    return value if isinstance(current, str) else yaml.safe_load(value)
 
 
 def variants(base: TrainConfig, vary: list[tuple[str, list[str]]]) -> dict[str, TrainConfig]:
