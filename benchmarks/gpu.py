@@ -116,9 +116,13 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown sections {unknown}; choose from {SECTIONS}")
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"argv": sys.argv, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def save() -> None:
+        (args.out / "gpu.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+
     steps = {"env": lambda: section_env(results), "encoder": lambda: section_encoder(args, results),
              "profile": lambda: section_profile(args, results),
-             "topk": lambda: section_topk(args, results), "e2e": lambda: section_e2e(args, results, args.out)}
+             "topk": lambda: section_topk(args, results), "e2e": lambda: section_e2e(args, results, args.out, save)}
     for name in SECTIONS:
         if name not in sections:
             continue
@@ -129,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
             results.setdefault(name, {})["error"] = repr(error)[:2000]
             traceback.print_exc()
         results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - started, 1)
-        (args.out / "gpu.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+        save()
     text = table(results)
     (args.out / "gpu.txt").write_text(text + "\n", encoding="utf-8")
     try:

@@ -11,6 +11,11 @@ python3 -c "import numpy, torch, triton, sys; print('numpy', numpy.__version__, 
 mkdir -p /tmp/site /tmp/libs
 # the tritonserver of the nvidia-pytriton 0.7.0 wheel (stubs 3.10-3.12 only), re-packed as tar.xz to fit the carry limit
 python3 -c "import tarfile; tarfile.open('.whl/triton.tar.xz').extractall('/tmp/site')" || echo "untar failed"
+# tritonclient's Python package (config.pbtxt rendering) and what importing tritonclient.grpc needs
+python3 -c "import tarfile, zipfile, glob
+tarfile.open('.whl/tritonclient.tar.xz').extractall('/tmp/site')
+for name in ('protobuf', 'grpcio', 'python_rapidjson', 'packaging'):
+    for wheel in glob.glob(f'.whl/{name}-*.whl'): zipfile.ZipFile(wheel).extractall('/tmp/site')"
 # python3 there is already a virtual environment (bin/activate): the backend stubs use it (EXECUTION_ENV_PATH)
 VENV=$(python3 -c "import sys; print(sys.prefix)")
 SITE=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
@@ -29,6 +34,7 @@ STUBSITE=$(/tmp/stubenv/bin/python -c "import sysconfig; print(sysconfig.get_pat
 python3 -c "import tarfile; tarfile.open('.whl/numpy.tar.xz').extractall('$STUBSITE')"
 echo "import site; site.addsitedir('$SITE')" > "$STUBSITE/zz_image.pth"
 /tmp/stubenv/bin/python -c "import numpy, torch, onnxruntime, training.moss; print('stub env: numpy', numpy.__version__, 'torch', torch.__version__)"
+python3 -c "import export.repo_configs" && echo "export.repo_configs imports"
 export LD_LIBRARY_PATH="/tmp/libs:${LD_LIBRARY_PATH:-}"
 export PATH="$VENV/bin:$PATH"
 ldd "$VENV/bin/perf_analyzer" | grep "not found"
@@ -40,9 +46,13 @@ fi
 if [ -n "$MPS" ]; then
   # CUDA MPS: the server's GPU processes (one backend stub per model instance) share one context instead of time-slicing
   nvidia-cuda-mps-control -d && echo "== CUDA MPS daemon started" || echo "== no CUDA MPS here"
+  # a CUDA client makes the daemon start its server: listed here when MPS is really in effect
+  python3 -c "import torch; torch.zeros(1, device='cuda'); import subprocess; print('== MPS servers:', subprocess.run(['nvidia-cuda-mps-control'], input='get_server_list', capture_output=True, text=True).stdout.strip() or 'none')"
 fi
 echo "== benchmark"
 timeout "${BENCH_TIMEOUT:-400}" python3 -m benchmarks gpu --out "$OUT" --work-dir /tmp/e2e --python-env /tmp/stubenv "$@" > "$OUT/log.txt" 2>&1
 echo "== exit $?"
 grep -E "Error|error|Traceback" "$OUT/log.txt" | head -20
 tail -70 "$OUT/log.txt"
+# the device tool brings back at most 8 files: one archive for the servers' logs (one per e2e variant)
+(cd "$OUT" && ls tritonserver*.log >/dev/null 2>&1 && tar czf tritonserver-logs.tgz tritonserver*.log && rm -f tritonserver*.log)
