@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,22 +170,36 @@ def _perf_analyzer(server, work: Path, audio: np.ndarray, levels: list[int], sec
     return points
 
 
-def _model_stats(url: str) -> dict[str, Any]:
-    """Per-model averages from Triton's statistics endpoint: where a request's time goes inside the server."""
+def _raw_stats(url: str) -> dict[str, dict[str, int]]:
+    """Triton's cumulative counters per model: requests, executions and nanoseconds per phase."""
     connection = http.client.HTTPConnection(*url.split(":"), timeout=30)
     connection.request("GET", "/v2/models/stats")
     stats = json.loads(connection.getresponse().read())
-    summary = {}
+    raw = {}
     for model in stats.get("model_stats", []):
         inference = model.get("inference_stats", {})
-        count = inference.get("success", {}).get("count", 0)
-        executions = model.get("execution_count", 0)
-        if not count:
+        raw[model["name"]] = {"requests": inference.get("success", {}).get("count", 0),
+                              "executions": model.get("execution_count", 0),
+                              **{key: inference.get(key, {}).get("ns", 0) for key in STAT_PHASES}}
+    return raw
+
+
+STAT_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def stats_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Per-model averages of what the server did between two ``_raw_stats`` readings: where a request's time
+    goes inside the server (Triton sums a batch's phase durations into each of its requests)."""
+    summary = {}
+    for name, now in after.items():
+        then = before.get(name, {})
+        count = now["requests"] - then.get("requests", 0)
+        if count <= 0:
             continue
-        summary[model["name"]] = {
+        executions = now["executions"] - then.get("executions", 0)
+        summary[name] = {
             "requests": count, "executions": executions, "mean_batch_requests": round(count / max(1, executions), 2),
-            **{f"{key}_ms_per_request": round(inference.get(key, {}).get("ns", 0) / count / 1e6, 3)
-               for key in ("queue", "compute_input", "compute_infer", "compute_output")},
+            **{f"{key}_ms_per_request": round((now[key] - then.get(key, 0)) / count / 1e6, 3) for key in STAT_PHASES},
         }
     return summary
 
@@ -230,10 +244,12 @@ def parse_variants(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     return variants
 
 
-def section_e2e(args: argparse.Namespace, results: dict, out: Path) -> None:
+def section_e2e(args: argparse.Namespace, results: dict, out: Path,
+                save: Callable[[], None] = lambda: None) -> None:
     """serving.yaml's gpu configs as committed (the section's own keys), then each ``--e2e-variant`` (under
     ``variants``): one server each, the same catalog, queries and concurrency levels. ``--e2e-override``
-    applies to every run (e.g. ``*.gpu.kind=KIND_CPU`` where there is no GPU)."""
+    applies to every run (e.g. ``*.gpu.kind=KIND_CPU`` where there is no GPU). ``save`` runs after each server,
+    so that a device call cut short by its time limit keeps the runs it finished."""
     from serving.triton_runtime import TritonNotInstalled, find_triton_install
 
     section: dict[str, Any] = {}
@@ -251,11 +267,13 @@ def section_e2e(args: argparse.Namespace, results: dict, out: Path) -> None:
     if common:
         section["overrides"] = common
     e2e_run(args, work / "base", common, audio, section, out / "tritonserver.log", perf_analyzer=not args.skip_perf_analyzer)
+    save()
     for name, overrides in variants:
         run: dict[str, Any] = {"name": name, "overrides": overrides}
         section.setdefault("variants", []).append(run)
         log(f"e2e variant {name}: {'; '.join(overrides)}")
         e2e_run(args, work / name, common + overrides, audio, run, out / f"tritonserver-{name}.log", perf_analyzer=False)
+        save()
 
 
 def e2e_run(args: argparse.Namespace, work: Path, overrides: list[str], audio: list[np.ndarray], section: dict[str, Any],
@@ -283,13 +301,15 @@ def e2e_run(args: argparse.Namespace, work: Path, overrides: list[str], audio: l
         section["example"] = {o["name"]: o["data"][:3] for o in first["outputs"]}
         section["python_client"] = []
         for level in ints(args.e2e_concurrency):
+            before = _raw_stats(server.http_url)
             point = concurrency_run(server.http_url, audio, level, args.e2e_seconds)
+            point["model_stats"] = stats_between(before, _raw_stats(server.http_url))
             section["python_client"].append(point)
             log(f"e2e python client c={level}: {point['throughput']:.1f} req/s p50 {point['p50_ms']} ms "
                 f"p95 {point['p95_ms']} ms errors {point['errors']}")
         if perf_analyzer:
             section["perf_analyzer"] = _perf_analyzer(server, work, audio[0], ints(args.perf_concurrency), args.e2e_seconds)
-        section["model_stats"] = _model_stats(server.http_url)
+        section["model_stats"] = stats_between({}, _raw_stats(server.http_url))
         for name, stats in section["model_stats"].items():
             log(f"e2e server stats {name}: {stats}")
     except Exception as error:  # noqa: BLE001 - the log tail explains

@@ -83,6 +83,10 @@ def _e2e_lines(run: dict) -> list[str]:
         lines.append(f"  python client c={point['concurrency']:<3} {point['throughput']:8.1f} req/s "
                      f"p50 {point['p50_ms'] or float('nan'):7.1f} ms p95 {point['p95_ms'] or float('nan'):7.1f} ms"
                      + (f" errors {point['errors'][:1]}" if point["errors"] else ""))
+        steps = [f"{name} x{stats['mean_batch_requests']} q{stats['queue_ms_per_request']:.1f}+"
+                 f"i{stats['compute_infer_ms_per_request']:.1f}" for name, stats in point.get("model_stats", {}).items()]
+        if steps:
+            lines.append(f"    per step (requests per execution, queue + infer ms per request): {', '.join(steps)}")
     for name, stats in run.get("model_stats", {}).items():
         lines.append(f"  server {name:<15} {stats['requests']:>6} req in {stats['executions']:>6} executions "
                      f"(x{stats['mean_batch_requests']}), per request: queue {stats['queue_ms_per_request']:.2f} ms, "
@@ -95,7 +99,6 @@ def _e2e_lines(run: dict) -> list[str]:
     elif pa:
         lines.append(f"  {pa}"[:300])
     return lines
-    return "\n".join(lines)
 
 
 def plot(results: dict, path: Path) -> None:

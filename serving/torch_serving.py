@@ -16,6 +16,7 @@ same models.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -98,9 +99,15 @@ class EncoderRunner:
         self.batch_buckets = tuple(sorted(batch_buckets))
         self.frame_bucket = max(1, frame_bucket)
         self._staging = torch.empty(0, dtype=torch.float32)
+        self.gpu_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] | None = None  # set by ExecutionTimes
+        self.host_seconds: list[float] = []  # staging + enqueueing, per timed call
         for frames in warmup_frames:
             for batch in self.batch_buckets:
                 self.run(np.zeros((batch, 1, frames * self.hop), np.float32), np.full(batch, frames * self.hop, np.int64))
+
+    @property
+    def encoder_runner(self) -> EncoderRunner:
+        return self
 
     def run(self, waveform: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.run_requests([waveform], [lengths])
@@ -114,6 +121,7 @@ class EncoderRunner:
     def encode_requests(self, waveforms: Sequence[np.ndarray], lengths: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """``run_requests`` on the device: int64 codes [sum b_i, Q, T] and frame counts, not yet read back (the
         staging buffer's upload may still run: read them, or queue work behind them, before the next call)."""
+        began = time.perf_counter()
         batch = sum(waveform.shape[0] for waveform in waveforms)
         frames = math.ceil(max(waveform.shape[-1] for waveform in waveforms) / self.hop)
         padded_samples = math.ceil(frames / self.frame_bucket) * self.frame_bucket * self.hop
@@ -128,7 +136,15 @@ class EncoderRunner:
             lens[row:row + rows] = torch.from_numpy(length.reshape(-1).astype(np.int64))
             row += rows
         wave[batch:] = 0.0
+        timed = self.gpu_events is not None and self.device.type == "cuda"
+        if timed:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
         codes, counts = self.encoder.encode(wave.to(self.device, non_blocking=True), lens.to(self.device), self.n_quantizers)
+        if timed:
+            end.record()
+            self.gpu_events.append((start, end))
+            self.host_seconds.append(time.perf_counter() - began)
         return codes[:batch, :, :frames], counts[:batch]
 
     def _staged(self, elements: int) -> torch.Tensor:
@@ -195,6 +211,45 @@ class EmbedderRunner:
             return self.model(codes, counts).float().cpu().numpy()
 
 
+class ExecutionTimes:
+    """Where a backend's executions spend their time, summed over ``every`` executions, then reported once: the
+    requests and rows per execution, host milliseconds reading requests / running / writing responses, and the
+    encoder's host milliseconds staging the batch and enqueueing its work, and its GPU milliseconds (upload +
+    encode, CUDA events) where an encoder runs."""
+
+    def __init__(self, every: int, encoder: EncoderRunner | None) -> None:
+        self.every, self.encoder = every, encoder
+        if encoder is not None:
+            encoder.gpu_events = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.executions, self.requests, self.rows = 0, 0, 0
+        self.seconds = [0.0, 0.0, 0.0]
+
+    def add(self, requests: int, rows: int, read_s: float, run_s: float, respond_s: float) -> str:
+        """Counts one execution; every ``every``-th call returns the report (else "")."""
+        self.executions += 1
+        self.requests += requests
+        self.rows += rows
+        for index, value in enumerate((read_s, run_s, respond_s)):
+            self.seconds[index] += value
+        if self.executions < self.every:
+            return ""
+        n = self.executions
+        read, run, respond = (1e3 * value / n for value in self.seconds)
+        report = (f"{n} executions, {self.requests / n:.2f} requests / {self.rows / n:.2f} rows each; per execution "
+                  f"read {read:.2f} ms, run {run:.2f} ms, respond {respond:.2f} ms")
+        if self.encoder is not None and self.encoder.gpu_events:
+            gpu = [start.elapsed_time(end) for start, end in self.encoder.gpu_events]  # past their readback: complete
+            host = self.encoder.host_seconds
+            report += f", encoder staging + enqueue {1e3 * sum(host) / len(host):.2f} ms, encoder GPU {sum(gpu) / len(gpu):.2f} ms"
+            self.encoder.gpu_events.clear()
+            host.clear()
+        self._reset()
+        return report
+
+
 class FusedRunner:
     """WAVEFORM + LENGTHS -> EMBEDDING: the encoder and the embedder in one process (``with_fused_steps``), the
     codes handed over on the device — no host copy, no second model's queue, one CUDA context fewer."""
@@ -203,6 +258,10 @@ class FusedRunner:
         self.encoder = EncoderRunner(encoder_dir, device, n_quantizers, **options)
         self.embedder = EmbedderRunner(embedder_dir, device, verify_onnx=options.get("verify_onnx", True))
         self.parity = {"encoder": self.encoder.parity, "embedder": self.embedder.parity}
+
+    @property
+    def encoder_runner(self) -> EncoderRunner:
+        return self.encoder
 
     def run_requests(self, waveforms: Sequence[np.ndarray], lengths: Sequence[np.ndarray]) -> np.ndarray:
         codes, counts = self.encoder.encode_requests(waveforms, lengths)

@@ -133,8 +133,9 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path, fused: 
     np.testing.assert_allclose(result.as_numpy("SCORES"), expected.scores, atol=1e-4)
 
 
-def test_e2e_variants_run_one_server_each_with_their_overrides(tmp_path: Path) -> None:
-    """`benchmarks gpu --e2e-variant`: the base configs and a variant, each through the real server (CPU instances)."""
+def test_e2e_variants_run_one_server_each_with_their_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`benchmarks gpu --e2e-variant`: the base configs and a variant, each through the real server (CPU instances),
+    the server's statistics per concurrency level, and the torch_gpu backend's timing log."""
     from serving.triton_runtime import TritonNotInstalled, find_triton_install
 
     try:
@@ -154,8 +155,11 @@ def test_e2e_variants_run_one_server_each_with_their_overrides(tmp_path: Path) -
                               "--work-dir", str(tmp_path / "e2e"), "--e2e-override", "*.gpu.kind=KIND_CPU",
                               "--e2e-override", "moss_encoder.gpu_parameters.WARMUP_FRAMES=", "--e2e-variant", "topk1:faiss_topk.gpu.count=1"])
     (tmp_path / "out").mkdir()
+    monkeypatch.setenv("TORCH_GPU_TIMING_EVERY", "2")
     results: dict = {}
-    section_e2e(args, results, tmp_path / "out")
+    saved: list[int] = []
+    section_e2e(args, results, tmp_path / "out", lambda: saved.append(len(results["e2e"].get("variants", []))))
+    assert saved == [0, 1]  # after the base, after the variant
     e2e = results["e2e"]
     runs = {"base": e2e, **{variant["name"]: variant for variant in e2e["variants"]}}
     assert list(runs) == ["base", "topk1"] and "error" not in e2e and "error" not in runs["topk1"]
@@ -163,11 +167,16 @@ def test_e2e_variants_run_one_server_each_with_their_overrides(tmp_path: Path) -
         assert [point["concurrency"] for point in run["python_client"]] == [1, 2]
         assert all(point["requests"] > 0 and not point["errors"] for point in run["python_client"])
         assert run["model_stats"]["faiss_topk"]["requests"] > 0
+        per_level = [point["model_stats"]["faiss_topk"]["requests"] for point in run["python_client"]]
+        assert all(count > 0 for count in per_level) and sum(per_level) <= run["model_stats"]["faiss_topk"]["requests"]
+    log = (tmp_path / "out" / "tritonserver.log").read_text()
+    assert "moss_encoder timing: 2 executions" in log and "token_embedder timing: 2 executions" in log
     counts = {name: (tmp_path / "e2e" / name / "model_repository" / "faiss_topk" / "configs" / "gpu.pbtxt").read_text().count("count: 1")
               for name in runs}
     assert counts == {"base": 0, "topk1": 1}
     text = table(results)
     assert "variant topk1: faiss_topk.gpu.count=1" in text and "every run: *.gpu.kind=KIND_CPU" in text
+    assert text.count("per step (requests per execution") == 4  # two levels, two runs
     plot(results, tmp_path / "out" / "gpu.png")
     assert (tmp_path / "out" / "gpu.png").stat().st_size > 0
 

@@ -8,17 +8,23 @@ and their version-folder artifacts are described in serving/torch_serving.py. Wi
 requests of one execute() are padded to a common shape and run as one batch by the runner's `run_requests`
 (the contracts carry lengths and counts, so padding is harmless), as in the `onnx_cpu` backend. Without a
 usable GPU it runs on CPU.
+
+`TORCH_GPU_TIMING_EVERY=N` in the server's environment logs, every N executions, where an execution's time
+went (reading the requests, the runner, building the responses; the encoder's GPU time by CUDA events): the
+GPU benchmark's way to split Triton's compute_infer (benchmarks/gpu_e2e.py).
 """
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.torch_serving import EmbedderRunner, EncoderRunner, FusedRunner, pick_device, runner_options
+from serving.torch_serving import EmbedderRunner, EncoderRunner, ExecutionTimes, FusedRunner, pick_device, runner_options
 from serving.triton_model_utils import error_response, parameters
 
 
@@ -46,6 +52,9 @@ class TritonPythonModel:
             raise ValueError(f"torch_gpu serves moss_encoder (WAVEFORM), token_embedder (CODES) or both fused (WAVEFORM -> EMBEDDING), "
                              f"not inputs {self.inputs}")
         pb_utils.Logger.log_info(f"{config['name']}: PyTorch on {device}; parity with model.onnx: {self.runner.parity}")
+        self.name = config["name"]
+        every = int(os.environ.get("TORCH_GPU_TIMING_EVERY", "0") or 0)
+        self.times = ExecutionTimes(every, getattr(self.runner, "encoder_runner", None)) if every > 0 else None
 
     def _read(self, request: Any) -> list[np.ndarray] | str:
         arrays = []
@@ -64,17 +73,20 @@ class TritonPythonModel:
         return [primary, counts]
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        began = time.perf_counter()
         parsed = [self._read(request) for request in requests]
         responses: list[Any] = [error_response(item) if isinstance(item, str) else None for item in parsed]
         good = [index for index, item in enumerate(parsed) if not isinstance(item, str)]
         if not good:
             return responses
+        read = time.perf_counter()
         try:
             outputs = self.runner.run_requests([parsed[index][0] for index in good], [parsed[index][1] for index in good])
         except Exception as error:  # noqa: BLE001 - becomes the failed requests' error
             for index in good:
                 responses[index] = error_response(f"{type(error).__name__}: {error}")
             return responses
+        ran = time.perf_counter()
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         row = 0
         for index in good:
@@ -88,4 +100,8 @@ class TritonPythonModel:
                 tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(part)))
             responses[index] = pb_utils.InferenceResponse(tensors)
             row += size
+        if self.times is not None:
+            report = self.times.add(len(requests), row, read - began, ran - read, time.perf_counter() - ran)
+            if report:
+                pb_utils.Logger.log_info(f"{self.name} timing: {report}")
         return responses
