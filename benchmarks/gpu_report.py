@@ -108,11 +108,16 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    enc = results.get("encoder", {})
-    rows = [r for r in enc.get("rows", []) if "clips_per_s" in r]
+    rows = [r for r in results.get("encoder", {}).get("rows", []) if "clips_per_s" in r]
+    topk = [r for r in results.get("topk", {}).get("rows", []) if "median_ms" in r]
+    e2e = results.get("e2e", {})
+    runs = [("base", e2e), *((variant["name"], variant) for variant in e2e.get("variants", []))]
+    runs = [(name, run["python_client"]) for name, run in runs if run.get("python_client")]
+    shown = max(1, sum(1 for data in (rows, topk, runs) if data))  # a run of some sections only: no empty panels
+    fig, axes = plt.subplots(1, shown, figsize=(5.7 * shown, 4.8), squeeze=False)
+    panels = iter(axes[0])
     if rows:
-        ax = axes[0]
+        ax = next(panels)
         for path_name, style in (("eager", "--"), ("fast", "-")):
             for precision in ("fp32", "tf32", "fp16", "bf16"):
                 pts = sorted((r["batch"], r["clips_per_s"]) for r in rows if r["path"] == path_name and r["precision"] == precision)
@@ -123,9 +128,8 @@ def plot(results: dict, path: Path) -> None:
         ax.set_ylabel("clips/s")
         ax.set_title("MOSS encoder (random weights)")
         ax.legend(fontsize=7)
-    topk = [r for r in results.get("topk", {}).get("rows", []) if "median_ms" in r]
     if topk:
-        ax = axes[1]
+        ax = next(panels)
         labels = [f"N={r['n'] / 1e6:g}M k={r['k']} {r['method']}" for r in topk]
         ax.barh(range(len(topk)), [r["median_ms"] for r in topk],
                 color=["tab:gray" if "naive" in r["method"] else "tab:blue" for r in topk])
@@ -135,11 +139,8 @@ def plot(results: dict, path: Path) -> None:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("ms per batch of queries (256 unless marked)")
         ax.set_title("exact top-K, FP16 catalog")
-    e2e = results.get("e2e", {})
-    runs = [("base", e2e), *((variant["name"], variant) for variant in e2e.get("variants", []))]
-    runs = [(name, run["python_client"]) for name, run in runs if run.get("python_client")]
     if runs:
-        ax = axes[2]
+        ax = next(panels)
         ax2 = ax.twinx()
         for index, (name, points) in enumerate(runs):
             color = f"C{index}"
@@ -154,9 +155,6 @@ def plot(results: dict, path: Path) -> None:
         ax2.set_ylabel("p95 latency, ms (dotted)")
         ax.legend(fontsize=7, loc="upper left")
         ax.set_title("audio_search via Triton (gpu configs)")
-    for ax in axes:  # a run of some sections only: no empty panels
-        if not ax.has_data():
-            ax.set_axis_off()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
