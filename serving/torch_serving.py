@@ -100,7 +100,7 @@ class EncoderRunner:
         self.frame_bucket = max(1, frame_bucket)
         self._staging = torch.empty(0, dtype=torch.float32)
         self.gpu_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] | None = None  # set by ExecutionTimes
-        self.host_seconds: list[float] = []  # staging + enqueueing, per timed call
+        self.host_seconds: list[tuple[float, float]] = []  # (staging, enqueueing) seconds per timed call
         for frames in warmup_frames:
             for batch in self.batch_buckets:
                 self.run(np.zeros((batch, 1, frames * self.hop), np.float32), np.full(batch, frames * self.hop, np.int64))
@@ -136,6 +136,7 @@ class EncoderRunner:
             lens[row:row + rows] = torch.from_numpy(length.reshape(-1).astype(np.int64))
             row += rows
         wave[batch:] = 0.0
+        staged = time.perf_counter()
         timed = self.gpu_events is not None and self.device.type == "cuda"
         if timed:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -144,7 +145,7 @@ class EncoderRunner:
         if timed:
             end.record()
             self.gpu_events.append((start, end))
-            self.host_seconds.append(time.perf_counter() - began)
+            self.host_seconds.append((staged - began, time.perf_counter() - staged))
         return codes[:batch, :, :frames], counts[:batch]
 
     def _staged(self, elements: int) -> torch.Tensor:
@@ -213,9 +214,9 @@ class EmbedderRunner:
 
 class ExecutionTimes:
     """Where a backend's executions spend their time, summed over ``every`` executions, then reported once: the
-    requests and rows per execution, host milliseconds reading requests / running / writing responses, and the
-    encoder's host milliseconds staging the batch and enqueueing its work, and its GPU milliseconds (upload +
-    encode, CUDA events) where an encoder runs."""
+    requests and rows per execution, host milliseconds reading requests / running / writing responses, and where an
+    encoder runs: its host milliseconds copying the batch into the staging buffer and enqueueing the upload and
+    encode, and its GPU milliseconds (upload + encode, CUDA events)."""
 
     def __init__(self, every: int, encoder: EncoderRunner | None) -> None:
         self.every, self.encoder = every, encoder
@@ -243,7 +244,8 @@ class ExecutionTimes:
         if self.encoder is not None and self.encoder.gpu_events:
             gpu = [start.elapsed_time(end) for start, end in self.encoder.gpu_events]  # past their readback: complete
             host = self.encoder.host_seconds
-            report += f", encoder staging + enqueue {1e3 * sum(host) / len(host):.2f} ms, encoder GPU {sum(gpu) / len(gpu):.2f} ms"
+            staging, enqueue = (1e3 * sum(part) / len(host) for part in zip(*host))
+            report += f", encoder staging {staging:.2f} ms + enqueue {enqueue:.2f} ms, encoder GPU {sum(gpu) / len(gpu):.2f} ms"
             self.encoder.gpu_events.clear()
             host.clear()
         self._reset()

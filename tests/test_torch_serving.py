@@ -41,6 +41,23 @@ def test_encoder_runner_buckets_without_changing_codes(tmp_path: Path) -> None:
         assert np.array_equal(codes[row, :, :count], expected[row, :, :count].numpy())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the encoder's GPU timing needs CUDA")
+def test_execution_times_split_the_encoders_host_staging_from_its_gpu_time(tmp_path: Path) -> None:
+    from serving.torch_serving import ExecutionTimes
+
+    (tmp_path / "moss_source.txt").write_text("tiny")
+    runner = EncoderRunner(tmp_path, torch.device("cuda"), 8)
+    times = ExecutionTimes(2, runner.encoder_runner)
+    waveform = np.zeros((3, 1, 10 * HOP), np.float32)
+    reports = []
+    for _ in range(2):
+        runner.run(waveform, np.full(3, 10 * HOP, np.int64))
+        reports.append(times.add(1, 3, 0.0, 0.001, 0.0))
+    assert reports[0] == "" and "2 executions, 1.00 requests / 3.00 rows each" in reports[1]
+    assert "encoder staging" in reports[1] and "encoder GPU" in reports[1]
+    assert runner.gpu_events == [] and runner.host_seconds == []  # reported, then cleared
+
+
 def test_encoder_runner_stages_requests_of_different_lengths_as_one_batch(tmp_path: Path) -> None:
     """run_requests copies each request into the reused staging buffer: codes as if each ran alone, nothing left over."""
     (tmp_path / "moss_source.txt").write_text("tiny")
