@@ -1,5 +1,5 @@
 #!/bin/bash
-# Prepares .whl/ (git-ignored, ~38 MB) for benchmarks/gpu_device.sh on a GPU machine that has no network:
+# Prepares .whl/ (git-ignored, ~49 MB) for benchmarks/gpu_device.sh on a GPU machine that has no network:
 # the tritonserver of nvidia-pytriton 0.7.0 (Python 3.10-3.12 stubs only), numpy 1.26.4 for the backend stubs
 # (Triton 2.51's stub is built against NumPy 1.x), perf_analyzer and the Python package of the tritonclient 2.50
 # wheel (with protobuf and grpcio), and libb64.
