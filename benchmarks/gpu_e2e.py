@@ -170,6 +170,9 @@ def _perf_analyzer(server, work: Path, audio: np.ndarray, levels: list[int], sec
     return points
 
 
+STAT_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
 def _raw_stats(url: str) -> dict[str, dict[str, int]]:
     """Triton's cumulative counters per model: requests, executions and nanoseconds per phase."""
     connection = http.client.HTTPConnection(*url.split(":"), timeout=30)
@@ -182,9 +185,6 @@ def _raw_stats(url: str) -> dict[str, dict[str, int]]:
                               "executions": model.get("execution_count", 0),
                               **{key: inference.get(key, {}).get("ns", 0) for key in STAT_PHASES}}
     return raw
-
-
-STAT_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
 def stats_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, Any]:

@@ -99,8 +99,8 @@ class EncoderRunner:
         self.batch_buckets = tuple(sorted(batch_buckets))
         self.frame_bucket = max(1, frame_bucket)
         self._staging = torch.empty(0, dtype=torch.float32)
-        self.gpu_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] | None = None  # set by ExecutionTimes
-        self.host_seconds: list[tuple[float, float]] = []  # (staging, enqueueing) seconds per timed call
+        # (staging s, enqueueing s, GPU start, GPU end) per call while ExecutionTimes watches (a list), else None
+        self.timings: list[tuple[float, float, torch.cuda.Event, torch.cuda.Event]] | None = None
         for frames in warmup_frames:
             for batch in self.batch_buckets:
                 self.run(np.zeros((batch, 1, frames * self.hop), np.float32), np.full(batch, frames * self.hop, np.int64))
@@ -137,15 +137,14 @@ class EncoderRunner:
             row += rows
         wave[batch:] = 0.0
         staged = time.perf_counter()
-        timed = self.gpu_events is not None and self.device.type == "cuda"
+        timed = self.timings is not None and self.device.type == "cuda"
         if timed:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         codes, counts = self.encoder.encode(wave.to(self.device, non_blocking=True), lens.to(self.device), self.n_quantizers)
         if timed:
             end.record()
-            self.gpu_events.append((start, end))
-            self.host_seconds.append((staged - began, time.perf_counter() - staged))
+            self.timings.append((staged - began, time.perf_counter() - staged, start, end))
         return codes[:batch, :, :frames], counts[:batch]
 
     def _staged(self, elements: int) -> torch.Tensor:
@@ -212,6 +211,19 @@ class EmbedderRunner:
             return self.model(codes, counts).float().cpu().numpy()
 
 
+TIMING_ENV = "TORCH_GPU_TIMING_EVERY"
+
+
+def timing_every(environ: Mapping[str, str]) -> int:
+    """How many executions ``TORCH_GPU_TIMING_EVERY`` sums per timing report; 0 (unset or empty): no timing."""
+    value = environ.get(TIMING_ENV, "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ValueError(f"{TIMING_ENV} must be a whole number of executions per report (0: off), got {value!r}")
+    return int(value)
+
+
 class ExecutionTimes:
     """Where a backend's executions spend their time, summed over ``every`` executions, then reported once: the
     requests and rows per execution, host milliseconds reading requests / running / writing responses, and where an
@@ -221,7 +233,7 @@ class ExecutionTimes:
     def __init__(self, every: int, encoder: EncoderRunner | None) -> None:
         self.every, self.encoder = every, encoder
         if encoder is not None:
-            encoder.gpu_events = []
+            encoder.timings = []
         self._reset()
 
     def _reset(self) -> None:
@@ -241,13 +253,14 @@ class ExecutionTimes:
         read, run, respond = (1e3 * value / n for value in self.seconds)
         report = (f"{n} executions, {self.requests / n:.2f} requests / {self.rows / n:.2f} rows each; per execution "
                   f"read {read:.2f} ms, run {run:.2f} ms, respond {respond:.2f} ms")
-        if self.encoder is not None and self.encoder.gpu_events:
-            gpu = [start.elapsed_time(end) for start, end in self.encoder.gpu_events]  # past their readback: complete
-            host = self.encoder.host_seconds
-            staging, enqueue = (1e3 * sum(part) / len(host) for part in zip(*host))
-            report += f", encoder staging {staging:.2f} ms + enqueue {enqueue:.2f} ms, encoder GPU {sum(gpu) / len(gpu):.2f} ms"
-            self.encoder.gpu_events.clear()
-            host.clear()
+        if self.encoder is not None and self.encoder.timings:
+            timings = self.encoder.timings
+            count = len(timings)
+            staging = 1e3 * sum(staged for staged, *_ in timings) / count
+            enqueue = 1e3 * sum(queued for _, queued, *_ in timings) / count
+            gpu = sum(start.elapsed_time(end) for *_, start, end in timings) / count  # past their readback: complete
+            report += f", encoder staging {staging:.2f} ms + enqueue {enqueue:.2f} ms, encoder GPU {gpu:.2f} ms"
+            timings.clear()
         self._reset()
         return report
 

@@ -2,7 +2,6 @@
 the real tritonserver on CPU instances (the torch_gpu backend falls back to the CPU without a GPU)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +55,17 @@ def test_execution_times_split_the_encoders_host_staging_from_its_gpu_time(tmp_p
         reports.append(times.add(1, 3, 0.0, 0.001, 0.0))
     assert reports[0] == "" and "2 executions, 1.00 requests / 3.00 rows each" in reports[1]
     assert "encoder staging" in reports[1] and "encoder GPU" in reports[1]
-    assert runner.gpu_events == [] and runner.host_seconds == []  # reported, then cleared
+    assert runner.timings == []  # reported, then cleared
+
+
+def test_timing_every_reads_the_environment_and_refuses_what_is_no_count() -> None:
+    from serving.torch_serving import timing_every
+
+    assert timing_every({}) == 0 and timing_every({"TORCH_GPU_TIMING_EVERY": " "}) == 0
+    assert timing_every({"TORCH_GPU_TIMING_EVERY": "40"}) == 40
+    for bad in ("-1", "ten", "2.5"):
+        with pytest.raises(ValueError, match="TORCH_GPU_TIMING_EVERY must be a whole number of executions"):
+            timing_every({"TORCH_GPU_TIMING_EVERY": bad})
 
 
 def test_encoder_runner_stages_requests_of_different_lengths_as_one_batch(tmp_path: Path) -> None:
@@ -114,6 +123,7 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path, fused: 
     """The generated gpu configs, torch_gpu backend and catalog written without FAISS, on the real server; fused:
     the encoder and the embedder as one model (`fuse=moss_encoder,token_embedder`), the same answer."""
     import tritonclient.grpc as grpcclient
+    from test_triton_server import counts_since
 
     from serving.triton_runtime import TritonNotInstalled, find_triton_install
 
@@ -139,13 +149,9 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path, fused: 
             result = client.infer("audio_search", [audio_input, k_input])
             expected_models = ({"audio_search", "audio_windows", "window_embedder", "faiss_topk"} if fused
                                else {"audio_search", "audio_windows", "moss_encoder", "token_embedder", "faiss_topk"})
-            # Triton records a step's statistics after its response has gone on: the last steps may lag the answer.
-            deadline = time.monotonic() + 10.0
-            while True:
-                stats = {model.name for model in client.get_inference_statistics().model_stats if model.inference_stats.success.count}
-                if stats == expected_models or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+            for model in expected_models:  # the last steps' statistics may lag the answer
+                counts_since(client, model, np.zeros(2, np.int64), 1)
+            stats = {model.name for model in client.get_inference_statistics().model_stats if model.inference_stats.success.count}
     assert stats == expected_models
     tracks = [t.decode() for t in result.as_numpy("TRACK_IDS")]
     # The same pipeline in process: one 7-s window, tiny MOSS (8 levels), the published embedder, the catalog.

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.torch_serving import EmbedderRunner, EncoderRunner, ExecutionTimes, FusedRunner, pick_device, runner_options
+from serving.torch_serving import (EmbedderRunner, EncoderRunner, ExecutionTimes, FusedRunner, pick_device, runner_options,
+                                   timing_every)
 from serving.triton_model_utils import error_response, parameters
 
 
@@ -53,7 +54,7 @@ class TritonPythonModel:
                              f"not inputs {self.inputs}")
         pb_utils.Logger.log_info(f"{config['name']}: PyTorch on {device}; parity with model.onnx: {self.runner.parity}")
         self.name = config["name"]
-        every = int(os.environ.get("TORCH_GPU_TIMING_EVERY", "0") or 0)
+        every = timing_every(os.environ)
         self.times = ExecutionTimes(every, getattr(self.runner, "encoder_runner", None)) if every > 0 else None
 
     def _read(self, request: Any) -> list[np.ndarray] | str:
