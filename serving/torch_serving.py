@@ -128,14 +128,17 @@ class EncoderRunner:
         padded_batch = bucket(batch, self.batch_buckets)
         wave = self._staged(padded_batch * padded_samples).view(padded_batch, 1, padded_samples)
         lens = torch.full((padded_batch,), padded_samples, dtype=torch.int64)
+        # numpy's copies are one plain memcpy each: torch's CPU copy splits a 10-s window over its intra-op threads,
+        # which contend with every other process of a loaded GPU host (docs/gpu-performance.md, "Host staging").
+        host, host_lens = wave.numpy(), lens.numpy()
         row = 0
         for waveform, length in zip(waveforms, lengths):
             rows, samples = waveform.shape[0], waveform.shape[-1]
-            wave[row:row + rows, :, :samples] = torch.from_numpy(waveform)
-            wave[row:row + rows, :, samples:] = 0.0  # the buffer holds the last batch's samples
-            lens[row:row + rows] = torch.from_numpy(length.reshape(-1).astype(np.int64))
+            np.copyto(host[row:row + rows, :, :samples], waveform)
+            host[row:row + rows, :, samples:] = 0.0  # the buffer holds the last batch's samples
+            host_lens[row:row + rows] = length.reshape(-1)
             row += rows
-        wave[batch:] = 0.0
+        host[batch:] = 0.0
         staged = time.perf_counter()
         timed = self.timings is not None and self.device.type == "cuda"
         if timed:
