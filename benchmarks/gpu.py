@@ -95,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--e2e-startup-timeout", type=float, default=400.0)
     parser.add_argument("--e2e-variant", action="append", default=[], metavar="NAME:MODEL.FIELD=VALUE[;...]",
                         help="also measure serving.yaml with these model fields changed, one server per variant "
-                             "(e.g. 'topk1:faiss_topk.gpu.count=1', 'wait20:moss_encoder.gpu_queue_delay_microseconds=20000'; "
-                             "'fused:fuse=moss_encoder,token_embedder' serves both as one model); repeatable")
+                             "(e.g. 'topk1:faiss_topk.gpu.count=1', 'wait20:window_embedder.gpu_queue_delay_microseconds=20000'; "
+                             "'twostep:window_embedder.gpu_fused=false' serves the encoder and the embedder as two models); repeatable")
     parser.add_argument("--e2e-override", action="append", default=[], metavar="MODEL.FIELD=VALUE",
                         help="a model field changed for every e2e run, the base included (e.g. '*.gpu.kind=KIND_CPU'); repeatable")
     parser.add_argument("--perf-concurrency", default="1,16", help="perf_analyzer concurrency levels")

@@ -58,12 +58,13 @@ def build_gpu_repository(work: Path, moss_spec: str, n_vectors: int, segments_pe
         from export.repo_configs import load_serving_config, render_repository, write_repository
 
         write_repository(repository, render_repository(apply_overrides(load_serving_config(), overrides)))
-        for model_dir in repository.iterdir():  # a model only an override adds (a fused one) has no version folder yet
-            (model_dir / "1").mkdir(exist_ok=True)
     for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
-        for path in [model_dir / "config.pbtxt", *model_dir.glob("configs/*.pbtxt"), *model_dir.glob("[0-9]*/model.py")]:
+        # The committed configs (generated from serving.yaml), unless rendered above: then every config is (an
+        # override can leave one out, e.g. window_embedder's fused gpu config).
+        configs = [] if overrides else [model_dir / "config.pbtxt", *model_dir.glob("configs/*.pbtxt")]
+        for path in [*configs, *model_dir.glob("[0-9]*/model.py")]:
             target = repository / path.relative_to(source)
-            if not target.exists():  # the committed configs (generated from serving.yaml), unless rendered above
+            if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
         for version in model_dir.glob("[0-9]*"):
@@ -205,16 +206,12 @@ def stats_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, 
 
 
 def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
-    """``config`` (a ServingConfig) with each override: ``MODEL.FIELD=VALUE`` (``export.repo_configs.with_override``)
-    or ``fuse=FIRST,LAST`` (``with_fused_steps``: the encoder and the embedder as one gpu model, window_embedder)."""
-    from export.repo_configs import with_fused_steps, with_override
+    """``config`` (a ServingConfig) with each override, ``MODEL.FIELD=VALUE`` (``export.repo_configs.with_override``;
+    ``window_embedder.gpu_fused=false`` serves the encoder and the embedder as two models again)."""
+    from export.repo_configs import with_override
 
     for override in overrides:
-        if override.startswith("fuse="):
-            first, _, last = override.removeprefix("fuse=").partition(",")
-            config = with_fused_steps(config, first, last)
-        else:
-            config = with_override(config, override)
+        config = with_override(config, override)
     return config
 
 

@@ -76,9 +76,13 @@ def settled_statistics(triton: Any, before: dict[str, dict[str, int]], steps: li
         time.sleep(0.02)
 
 
-def ensemble_steps(triton: Any) -> list[str]:
-    config = triton.get_model_config(ENSEMBLE, as_json=True)["config"]
-    return [step["model_name"] for step in config["ensemble_scheduling"]["step"]]
+def ensemble_steps(triton: Any, name: str = ENSEMBLE) -> list[str]:
+    """The models that compute, in order: a step that is itself an ensemble (window_embedder on the CPU) gives its
+    steps, since an ensemble's statistics restate theirs."""
+    config = triton.get_model_config(name, as_json=True)["config"]
+    if config.get("platform") != "ensemble":
+        return [name]
+    return [model for step in config["ensemble_scheduling"]["step"] for model in ensemble_steps(triton, step["model_name"])]
 
 
 def per_request(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], model: str, requests: int) -> dict[str, float]:

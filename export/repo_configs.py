@@ -3,7 +3,8 @@
 Each model gets `config.pbtxt` for production (GPU node, NVIDIA's Triton image) and, unless it is an
 ensemble, `configs/<name>.pbtxt` for the embedded CPU server (`tritonserver --model-config-name=<name>`
 prefers it and falls back to config.pbtxt) and `configs/gpu.pbtxt` for the embedded server on a GPU node
-(ONNX-kind models run the project's PyTorch models in the Python backend `torch_gpu`, serving/torch_serving.py).
+(ONNX-kind models run the project's PyTorch models in the Python backend `torch_gpu`, serving/torch_serving.py;
+a `gpu_fused` ensemble of the encoder and the embedder becomes one such model there).
 Configs are built as Triton's own protobuf messages, so a misspelt field fails here rather than at server start.
 """
 from __future__ import annotations
@@ -78,6 +79,9 @@ class ModelSpec:
     embedded_queue_delay_microseconds: int | None = None
     gpu_queue_delay_microseconds: int | None = None
     steps: tuple[Step, ...] = ()
+    # Ensembles of the encoder -> embedder only: the gpu config runs both steps as one torch_gpu model
+    # (``fused_gpu_model``); the other targets keep the ensemble.
+    gpu_fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,8 +171,12 @@ def _validate(config: ServingConfig) -> None:
         if model.dynamic_batching and model.max_batch_size == 0:
             raise ValueError(f"{model.name}: dynamic batching needs max_batch_size > 0")
         for target in ("embedded", "gpu"):
-            if getattr(model, f"{target}_queue_delay_microseconds") is not None and model.dynamic_batching is None:
+            # An ensemble's gpu delay is its fused model's (unused while gpu_fused is off: a variant turns it off).
+            batches = model.dynamic_batching is not None or (target == "gpu" and model.kind == "ensemble")
+            if getattr(model, f"{target}_queue_delay_microseconds") is not None and not batches:
                 raise ValueError(f"{model.name}: {target}_queue_delay_microseconds without dynamic_batching")
+        if model.gpu_fused:
+            fused_gpu_model(config, model)  # raises where the steps cannot be fused
 
 
 def load_serving_config(path: str | Path = DEFAULT_CONFIG) -> ServingConfig:
@@ -212,35 +220,29 @@ def with_override(config: ServingConfig, override: str) -> ServingConfig:
     return updated
 
 
-def with_fused_steps(config: ServingConfig, first: str, last: str, name: str = "window_embedder") -> ServingConfig:
-    """``config`` where the ensemble's consecutive steps ``first`` -> ``last`` (the encoder and the embedder) are one
-    model ``name`` for the gpu configs: the torch_gpu backend runs both in one process, so the codes stay on the
-    GPU and one CUDA context, queue and batch serve both. It takes ``first``'s inputs, batching, instances and
-    gpu parameters and ``last``'s outputs, and reads their version folders (ENCODER_DIR, EMBEDDER_DIR). Only
-    the gpu configs can serve it (a benchmark variant until measured: docs/gpu-performance.md)."""
+def fused_gpu_model(config: ServingConfig, ensemble: ModelSpec) -> ModelSpec:
+    """The gpu config of a ``gpu_fused`` ensemble (encoder -> embedder): one torch_gpu model running both steps
+    (serving.torch_serving.FusedRunner), so the codes stay on the GPU and one CUDA context, queue and batch serve
+    both. It takes the encoder's inputs, batching, instances and gpu parameters, the ensemble's gpu queue delay
+    where set, the embedder's outputs, and reads both steps' version folders (ENCODER_DIR, EMBEDDER_DIR)."""
+    names = [step.model for step in ensemble.steps]
     known = {model.name: model for model in config.models}
-    if first not in known or last not in known or name in known:
-        raise ValueError(f"fusing {first} -> {last} as {name}: both must be described models and {name} a new name")
-    head, tail = known[first], known[last]
+    if ensemble.kind != "ensemble" or len(names) != 2 or not all(name in known for name in names):
+        raise ValueError(f"{ensemble.name}: gpu_fused needs an ensemble of two described steps (encoder, embedder), got {names}")
+    head, tail = known[names[0]], known[names[1]]
     codes = next((tensor for tensor in head.outputs if tensor.name == "CODES"), None)
     if codes is None or head.kind != "onnx" or tail.kind != "onnx":
-        raise ValueError(f"fusing {first} -> {last}: only the encoder (CODES out) and the embedder, both onnx kind, can be fused")
-    fused = dataclasses.replace(
-        head, name=name, outputs=tail.outputs,
-        gpu_parameters={**head.gpu_parameters, "ENCODER_DIR": f"{first}/1", "EMBEDDER_DIR": f"{last}/1", "N_QUANTIZERS": str(codes.dims[0])})
-    models = []
-    for model in config.models:
-        steps = model.steps
-        starts = [i for i, step in enumerate(steps[:-1]) if step.model == first and steps[i + 1].model == last]
-        if starts:
-            i = starts[0]
-            steps = (*steps[:i], Step(model=name, inputs=steps[i].inputs, outputs=steps[i + 1].outputs), *steps[i + 2:])
-        models.append(dataclasses.replace(model, steps=steps))
-    if models == list(config.models):
-        raise ValueError(f"no ensemble has the steps {first} -> {last}")
-    updated = dataclasses.replace(config, models=(*models, fused))
-    _validate(updated)
-    return updated
+        raise ValueError(f"{ensemble.name}: gpu_fused runs the encoder (CODES out) and the embedder, both onnx kind, "
+                         f"not {names}")
+    for side, own, step in (("inputs", ensemble.inputs, head.inputs), ("outputs", ensemble.outputs, tail.outputs)):
+        if [tensor.name for tensor in own] != [tensor.name for tensor in step]:
+            raise ValueError(f"{ensemble.name}: gpu_fused needs the ensemble's {side} named as its "
+                             f"{'first' if side == 'inputs' else 'last'} step's: {[tensor.name for tensor in step]}")
+    delay = head.gpu_queue_delay_microseconds if ensemble.gpu_queue_delay_microseconds is None else ensemble.gpu_queue_delay_microseconds
+    return dataclasses.replace(
+        head, name=ensemble.name, outputs=tail.outputs, gpu_queue_delay_microseconds=delay,
+        gpu_parameters={**head.gpu_parameters, "ENCODER_DIR": f"{head.name}/1", "EMBEDDER_DIR": f"{tail.name}/1",
+                        "N_QUANTIZERS": str(codes.dims[0])})
 
 
 def _data_type(dtype: str) -> int | None:
@@ -316,10 +318,12 @@ def render_repository(config: ServingConfig) -> dict[Path, str]:
         targets = {Path(model.name, "config.pbtxt"): "production"}
         if model.kind != "ensemble":
             targets[Path(model.name, "configs", f"{config.embedded.config_name}.pbtxt")] = "embedded"
+        if model.kind != "ensemble" or model.gpu_fused:
             targets[Path(model.name, "configs", f"{config.gpu.config_name}.pbtxt")] = "gpu"
         for path, target in targets.items():
             label = f"production, {config.production.runtime}" if target == "production" else target
-            files[path] = HEADER.format(target=label) + text_format.MessageToString(build_model_config(model, target, config))
+            spec = fused_gpu_model(config, model) if target == "gpu" and model.gpu_fused else model
+            files[path] = HEADER.format(target=label) + text_format.MessageToString(build_model_config(spec, target, config))
     return files
 
 

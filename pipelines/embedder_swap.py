@@ -17,6 +17,9 @@ from serving.catalog_index import sha256_file
 from serving.publish_index import PublishError, TritonAdmin
 
 MODEL = "token_embedder"
+# Reloaded after it: on a GPU node (`gpu` configs) window_embedder runs its own copy of the embedder, read from
+# token_embedder/1 when it loads (elsewhere it is the ensemble of the two steps, and reloading it is cheap).
+DEPENDENTS = ("window_embedder",)
 
 
 def deployed_embedder_sha256(repository: Path) -> str:
@@ -48,7 +51,7 @@ def swap_embedder(triton: TritonAdmin, repository: Path, embedder_onnx: Path, ch
         for path in _artifact_files(version_dir):
             path.unlink()  # a stale external-data file of the old model must not outlive it
         publish_artifacts(repository, embedder_onnx=embedder_onnx, embedder_checkpoint=checkpoint)
-        triton.load(MODEL)
+        _reload(triton)
     except (PublishError, OSError, ValueError) as error:
         restore_embedder(triton, repository, backup_dir)
         raise PublishError(f"serving the new embedder failed, the previous one is back: {error}") from error
@@ -57,4 +60,9 @@ def swap_embedder(triton: TritonAdmin, repository: Path, embedder_onnx: Path, ch
 
 def restore_embedder(triton: TritonAdmin, repository: Path, backup_dir: Path) -> None:
     _restore(backup_dir, repository / MODEL / "1")
-    triton.load(MODEL)
+    _reload(triton)
+
+
+def _reload(triton: TritonAdmin) -> None:
+    for model in (MODEL, *DEPENDENTS):
+        triton.load(model)

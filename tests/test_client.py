@@ -21,7 +21,7 @@ from serving.triton_runtime import EmbeddedTriton, free_ports
 from training.augment import add_noise
 
 PROTOCOLS = ("grpc", "http")
-MODELS = {"audio_search", "audio_windows", "moss_encoder", "token_embedder", "faiss_topk"}
+MODELS = {"audio_search", "audio_windows", "window_embedder", "moss_encoder", "token_embedder", "faiss_topk"}
 
 
 def url(server: EmbeddedTriton, protocol: str) -> str:

@@ -133,8 +133,7 @@ def test_http_admin_calls_need_the_header_and_inference_does_not(node: Node) -> 
     assert call(node, "GET", "/v2/models/faiss_topk/ready")[0] == 200, "the refused unload left the model serving"
     status, text = call(node, "POST", "/v2/repository/index", {}, {node.header: node.key})
     assert status == 200
-    assert {(m["name"], m["state"]) for m in json.loads(text)} == {
-        (name, "READY") for name in ("audio_windows", "moss_encoder", "token_embedder", "faiss_topk", "audio_search")}
+    assert {(m["name"], m["state"]) for m in json.loads(text)} == {(model.name, "READY") for model in load_serving_config().models}
     status, track_ids = search(node)
     assert status == 200 and len(track_ids) == 10
     assert call(node, "GET", "/v2/health/ready")[0] == 200
@@ -152,7 +151,8 @@ def test_grpc_needs_tls_and_the_header_for_admin_calls(node: Node) -> None:
             client.get_model_repository_index(headers={node.header: node.key})
         # Triton 2.51 expects gRPC admin metadata under a prefixed name (README.md, "Deploy on a GPU node").
         admin = {f"triton-grpc-protocol-{node.header}": node.key}
-        assert len(client.get_model_repository_index(headers=admin).models) == 5
+        served = {model.name for model in client.get_model_repository_index(headers=admin).models}
+        assert served == {model.name for model in load_serving_config().models}
         audio = np.frombuffer(bench_audio.query_audio(3.0, seed=7).tobytes(), dtype=np.float32)
         audio_input = grpcclient.InferInput("AUDIO", [audio.size], "FP32")
         audio_input.set_data_from_numpy(audio)

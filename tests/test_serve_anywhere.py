@@ -16,6 +16,7 @@ import soundfile as sf
 
 from common.paths import REPO_ROOT
 from common.windowing import SAMPLE_RATE
+from export.repo_configs import load_serving_config
 from serving.triton_runtime import free_ports
 
 
@@ -35,7 +36,7 @@ def test_publish_serve_and_search_a_repository_outside_the_project(tmp_path: Pat
     repository = tmp_path / "releases" / "2026-12-01"
     assert REPO_ROOT not in repository.parents
     publish(tmp_path, serving_artifacts, repository)
-    assert {p.name for p in repository.iterdir()} == {"audio_search", "audio_windows", "moss_encoder", "token_embedder", "faiss_topk"}
+    assert {p.name for p in repository.iterdir()} == {model.name for model in load_serving_config().models}
     query = tmp_path / "query.wav"
     sf.write(query, serving_artifacts.track_audio["track-09"][: 8 * SAMPLE_RATE], SAMPLE_RATE)
     http, grpc, metrics = free_ports(3)

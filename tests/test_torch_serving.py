@@ -118,10 +118,11 @@ def test_embedder_runner_checks_its_checkpoint_against_the_onnx_model(tmp_path: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fused", [False, True], ids=["ensemble", "fused"])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "twostep"])
 def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path, fused: bool) -> None:
-    """The generated gpu configs, torch_gpu backend and catalog written without FAISS, on the real server; fused:
-    the encoder and the embedder as one model (`fuse=moss_encoder,token_embedder`), the same answer."""
+    """The generated gpu configs, torch_gpu backend and catalog written without FAISS, on the real server: the
+    encoder and the embedder as one model (window_embedder, as committed), or as two behind the window_embedder
+    ensemble (`window_embedder.gpu_fused=false`), the same answer."""
     import tritonclient.grpc as grpcclient
     from test_triton_server import counts_since
 
@@ -137,7 +138,7 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path, fused: 
     from serving.torch_serving import load_embedder_checkpoint
     from serving.triton_runtime import EmbeddedTriton
 
-    overrides = ["*.gpu.kind=KIND_CPU", "moss_encoder.gpu_parameters.WARMUP_FRAMES=", *(["fuse=moss_encoder,token_embedder"] if fused else [])]
+    overrides = ["*.gpu.kind=KIND_CPU", "moss_encoder.gpu_parameters.WARMUP_FRAMES=", *([] if fused else ["window_embedder.gpu_fused=false"])]
     repository = build_gpu_repository(tmp_path, "tiny", 500, 5, overrides=overrides)
     audio = (0.3 * np.random.default_rng(3).standard_normal(7 * 24000)).astype(np.float32)
     with EmbeddedTriton(repository, model_config_name="gpu", log_path=tmp_path / "triton.log") as server:
@@ -147,8 +148,7 @@ def test_gpu_configs_serve_audio_search_on_cpu_instances(tmp_path: Path, fused: 
             k_input = grpcclient.InferInput("TOP_K", [1], "INT32")
             k_input.set_data_from_numpy(np.array([3], np.int32))
             result = client.infer("audio_search", [audio_input, k_input])
-            expected_models = ({"audio_search", "audio_windows", "window_embedder", "faiss_topk"} if fused
-                               else {"audio_search", "audio_windows", "moss_encoder", "token_embedder", "faiss_topk"})
+            expected_models = {"audio_search", "audio_windows", "window_embedder", "faiss_topk", *([] if fused else ["moss_encoder", "token_embedder"])}
             for model in expected_models:  # the last steps' statistics may lag the answer
                 counts_since(client, model, np.zeros(2, np.int64), 1)
             stats = {model.name for model in client.get_inference_statistics().model_stats if model.inference_stats.success.count}
@@ -201,7 +201,7 @@ def test_e2e_variants_run_one_server_each_with_their_overrides(tmp_path: Path, m
         per_level = [point["model_stats"]["faiss_topk"]["requests"] for point in run["python_client"]]
         assert all(count > 0 for count in per_level) and sum(per_level) <= run["model_stats"]["faiss_topk"]["requests"]
     log = (tmp_path / "out" / "tritonserver.log").read_text()
-    assert "moss_encoder timing: 2 executions" in log and "token_embedder timing: 2 executions" in log
+    assert "window_embedder timing: 2 executions" in log
     counts = {name: (tmp_path / "e2e" / name / "model_repository" / "faiss_topk" / "configs" / "gpu.pbtxt").read_text().count("count: 1")
               for name in runs}
     assert counts == {"base": 0, "topk1": 1}
@@ -217,11 +217,10 @@ def test_bad_e2e_variants_stop_before_any_server() -> None:
 
     assert parse_variants(["wait20:moss_encoder.gpu_queue_delay_microseconds=20000;faiss_topk.gpu.count=1"]) == [
         ("wait20", ["moss_encoder.gpu_queue_delay_microseconds=20000", "faiss_topk.gpu.count=1"])]
-    # A field of the fused model exists once the fuse before it has made the model.
-    assert parse_variants(["fused:fuse=moss_encoder,token_embedder;window_embedder.gpu_queue_delay_microseconds=20000"])[0][1][0] == "fuse=moss_encoder,token_embedder"
+    assert parse_variants(["twostep:window_embedder.gpu_fused=false"]) == [("twostep", ["window_embedder.gpu_fused=false"])]
     for item, message in (("nameless", "expected NAME:MODEL.FIELD=VALUE"), ("base:faiss_topk.gpu.count=1", "not base"),
                           ("a b:faiss_topk.gpu.count=1", "a name of letters"), ("x:faiss_topk.gpu.cuont=1", "--e2e-variant x: override"),
-                          ("y:fuse=moss_encoder,nosuch", "--e2e-variant y: fusing")):
+                          ("y:audio_search.gpu_fused=true", "--e2e-variant y: .*two described steps")):
         with pytest.raises(SystemExit, match=message):
             parse_variants([item])
     with pytest.raises(SystemExit, match="names must differ"):

@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
 from export import repo_configs
 
@@ -107,15 +109,22 @@ def test_bad_overrides_are_one_line_errors(override: str, message: str) -> None:
         repo_configs.with_override(repo_configs.load_serving_config(), override)
 
 
-def test_fusing_the_encoder_and_embedder_replaces_their_two_steps_with_one_gpu_model() -> None:
-    config = repo_configs.with_fused_steps(repo_configs.load_serving_config(), "moss_encoder", "token_embedder")
+def test_window_embedder_is_an_ensemble_except_on_the_gpu_where_one_model_runs_both_steps() -> None:
+    config = repo_configs.load_serving_config()
     assert [step.model for step in config.model("audio_search").steps] == ["audio_windows", "window_embedder", "faiss_topk"]
-    fused = repo_configs.build_model_config(config.model("window_embedder"), "gpu", config)
-    assert fused.backend == "torch_gpu" and fused.max_batch_size == 32
+    files = repo_configs.render_repository(config)
+    assert Path("window_embedder", "configs", "cpu.pbtxt") not in files  # the CPU server falls back to the ensemble
+    production = text_format.Parse(files[Path("window_embedder", "config.pbtxt")], mc.ModelConfig())
+    assert production.platform == "ensemble"
+    assert [step.model_name for step in production.ensemble_scheduling.step] == ["moss_encoder", "token_embedder"]
+    fused = text_format.Parse(files[Path("window_embedder", "configs", "gpu.pbtxt")], mc.ModelConfig())
+    assert fused.backend == "torch_gpu" and fused.max_batch_size == config.model("moss_encoder").max_batch_size
     assert [t.name for t in fused.input] == ["WAVEFORM", "LENGTHS"] and [t.name for t in fused.output] == ["EMBEDDING"]
+    assert fused.dynamic_batching.max_queue_delay_microseconds == config.model("window_embedder").gpu_queue_delay_microseconds
     assert {key: fused.parameters[key].string_value for key in ("ENCODER_DIR", "EMBEDDER_DIR", "N_QUANTIZERS")} == {
         "ENCODER_DIR": "moss_encoder/1", "EMBEDDER_DIR": "token_embedder/1", "N_QUANTIZERS": "8"}
-    for first, last, message in (("moss_encoder", "nosuch", "both must be described"), ("token_embedder", "faiss_topk", "only the encoder"),
-                                 ("audio_windows", "moss_encoder", "only the encoder")):
+    two_steps = repo_configs.render_repository(repo_configs.with_override(config, "window_embedder.gpu_fused=false"))
+    assert Path("window_embedder", "configs", "gpu.pbtxt") not in two_steps
+    for override, message in (("audio_search.gpu_fused=true", "two described steps"),):
         with pytest.raises(ValueError, match=message):
-            repo_configs.with_fused_steps(repo_configs.load_serving_config(), first, last)
+            repo_configs.with_override(config, override)
