@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
 
 from serving.torch_serving import (EmbedderRunner, EncoderRunner, ExecutionTimes, FusedRunner, pick_device, runner_options,
@@ -36,10 +35,6 @@ class TritonPythonModel:
         params = parameters(config)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         device = pick_device(args["model_instance_kind"], args["model_instance_device_id"])
-        if device.type == "cuda" and "HOST_THREADS" in params:
-            # Only copies run on this process's CPU threads; a pool per model, each as wide as the host, spins
-            # against the others and the client's on a loaded node.
-            torch.set_num_threads(int(params["HOST_THREADS"]))
         self.inputs = [tensor["name"] for tensor in config["input"]]
         self.outputs = [tensor["name"] for tensor in config["output"]]
         options = runner_options(params)
