@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     parser.add_argument("--batches", default="1,8,16,64")
     parser.add_argument("--precisions", default="fp32,tf32,fp16,bf16")
-    parser.add_argument("--ablation-batch", type=int, default=64)
+    parser.add_argument("--ablation-batch", type=int, default=64, help="0: no ablation (default: %(default)s)")
     parser.add_argument("--epilogues", choices=("cublas", "triton", "none"), default="cublas",
                         help="FastMossEncoder's epilogues for the fast rows (training/moss/gpu.py)")
     parser.add_argument("--profile-batches", default="32,64")

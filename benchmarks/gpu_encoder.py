@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import time
 import traceback
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from benchmarks.gpu_common import agreement, cuda_time, ints, log, test_clips
+
+if TYPE_CHECKING:
+    from training.moss import MossEncoder
 
 
 def _eager_runner(model, precision: str):
@@ -34,8 +37,8 @@ def _eager_runner(model, precision: str):
 
 
 def section_encoder(args: argparse.Namespace, results: dict) -> None:
-    from training.moss import MossEncoder, build_encoder, resolve_moss, windowed_causal_attention
-    from training.moss.gpu import FastMossEncoder, flops_per_clip, windowed_attention
+    from training.moss import build_encoder, resolve_moss
+    from training.moss.gpu import FastMossEncoder, flops_per_clip
 
     source = resolve_moss(args.moss_config)
     log(f"building encoder {source.name} ({source.weights_label}) ...")
@@ -104,7 +107,18 @@ def section_encoder(args: argparse.Namespace, results: dict) -> None:
         del fast
         torch.cuda.empty_cache()
 
-    # Ablation at one batch size: what each step of the fast path buys (FP16 compute).
+    if args.ablation_batch > 0:
+        _ablation(args, model, clips, lengths, nq, encoder)
+    del model
+    torch.cuda.empty_cache()
+
+
+def _ablation(args: argparse.Namespace, model: MossEncoder, clips: torch.Tensor, lengths: torch.Tensor, nq: int,
+              encoder: dict[str, Any]) -> None:
+    """What each step of the fast path buys, at one batch size (FP16 compute), into ``encoder["ablation"]``."""
+    from training.moss import windowed_causal_attention
+    from training.moss.gpu import FastMossEncoder, windowed_attention
+
     batch = args.ablation_batch
     w, l = clips[:batch], lengths[:batch]
     steps: list[tuple[str, Callable[[], Any]]] = []
@@ -148,10 +162,6 @@ def section_encoder(args: argparse.Namespace, results: dict) -> None:
         clips_s = batch / (timing["median_ms"] / 1e3)
         encoder["ablation"].append({"step": name, "batch": batch, **timing, "clips_per_s": clips_s})
         log(f"ablation B={batch} {name:<44} {clips_s:8.1f} clips/s")
-    del torch_ops, triton_ops, graphed, cublas, triton_epilogues
-    steps.clear()
-    del model
-    torch.cuda.empty_cache()
 
 
 _CATEGORIES = (("attention", ("flash", "fmha", "cudnn", "attention", "sm90_fmha")),
