@@ -99,6 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'twostep:window_embedder.gpu_fused=false' serves the encoder and the embedder as two models); repeatable")
     parser.add_argument("--e2e-override", action="append", default=[], metavar="MODEL.FIELD=VALUE",
                         help="a model field changed for every e2e run, the base included (e.g. '*.gpu.kind=KIND_CPU'); repeatable")
+    parser.add_argument("--e2e-cuda-mps", choices=("auto", "on", "off"), default="auto",
+                        help="the server's own CUDA MPS daemon (serving/cuda_mps.py); auto: on for the gpu configs")
     parser.add_argument("--perf-concurrency", default="1,16", help="perf_analyzer concurrency levels")
     parser.add_argument("--skip-perf-analyzer", action="store_true")
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder for the e2e repository")

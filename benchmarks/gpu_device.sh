@@ -3,7 +3,8 @@
 # unpacks what benchmarks/gpu_carry.sh put into .whl/ (tritonserver, numpy 1.26 for the backend stubs,
 # perf_analyzer), runs the GPU tests, then the benchmark into $OUT. Run from the repository root:
 #   bash benchmarks/gpu_device.sh [benchmark arguments]      (the device tool: carry [".whl"])
-# SKIP_TESTS=1 skips the GPU tests, MPS=1 starts CUDA MPS first (where the machine has it), BENCH_TIMEOUT (s) bounds the benchmark.
+# SKIP_TESTS=1 skips the GPU tests, BENCH_TIMEOUT (s) bounds the benchmark. (CUDA MPS: each tritonserver the
+# benchmark starts runs a daemon of its own, serving/cuda_mps.py; --e2e-cuda-mps off measures without.)
 REPO=$(pwd)
 export PYTHONUNBUFFERED=1
 echo "== python $(python3 --version 2>&1)"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -41,13 +42,7 @@ ldd "$VENV/bin/perf_analyzer" | grep "not found"
 ls "$VENV/bin/activate" "$SITE/project.pth"
 if [ -z "$SKIP_TESTS" ]; then
   echo "== GPU tests"
-  timeout 170 python3 -m pytest -q -x -p no:cacheprovider --noconftest tests/test_moss_gpu.py tests/test_torch_topk.py tests/test_torch_serving.py -k "not interpreter and not gpu_configs and not e2e_variants" 2>&1 | tail -15
-fi
-if [ -n "$MPS" ]; then
-  # CUDA MPS: the server's GPU processes (one backend stub per model instance) share one context instead of time-slicing
-  nvidia-cuda-mps-control -d && echo "== CUDA MPS daemon started" || echo "== no CUDA MPS here"
-  # a CUDA client makes the daemon start its server: listed here when MPS is really in effect
-  python3 -c "import torch; torch.zeros(1, device='cuda'); import subprocess; print('== MPS servers:', subprocess.run(['nvidia-cuda-mps-control'], input='get_server_list', capture_output=True, text=True).stdout.strip() or 'none')"
+  timeout 170 python3 -m pytest -q -x -p no:cacheprovider --noconftest tests/test_moss_gpu.py tests/test_torch_topk.py tests/test_torch_serving.py tests/test_cuda_mps.py -k "not interpreter and not gpu_configs and not e2e_variants" 2>&1 | tail -15
 fi
 echo "== benchmark"
 timeout "${BENCH_TIMEOUT:-400}" python3 -m benchmarks gpu --out "$OUT" --work-dir /tmp/e2e --python-env /tmp/stubenv "$@" > "$OUT/log.txt" 2>&1

@@ -286,6 +286,7 @@ def e2e_run(args: argparse.Namespace, work: Path, overrides: list[str], audio: l
     log(f"e2e repository at {repository} in {section['setup_s']:.1f} s; starting tritonserver ...")
     server = EmbeddedTriton(repository, model_config_name="gpu", startup_timeout_s=args.e2e_startup_timeout,
                             log_path=work / "tritonserver.log", python_env=args.python_env,
+                            cuda_mps={"auto": None, "on": True, "off": False}[args.e2e_cuda_mps],
                             extra_args=["--cuda-memory-pool-byte-size=0:268435456",
                                         # a batch of 32 10-s windows is 31 MB: start the stubs' shared memory large
                                         "--backend-config=python,shm-default-byte-size=134217728"])
@@ -293,7 +294,9 @@ def e2e_run(args: argparse.Namespace, work: Path, overrides: list[str], audio: l
         started = time.perf_counter()
         server.start()
         section["startup_s"] = time.perf_counter() - started
-        log(f"tritonserver ready in {section['startup_s']:.1f} s")
+        # The evidence that MPS is in effect: its daemon lists a server once the GPU models' processes connected.
+        section["cuda_mps"] = {"note": server.cuda_mps_note, "servers": server.cuda_mps_servers()}
+        log(f"tritonserver ready in {section['startup_s']:.1f} s; {section['cuda_mps']}")
         first = _HttpSearch(server.http_url, audio[0], 10)()
         section["example"] = {o["name"]: o["data"][:3] for o in first["outputs"]}
         section["python_client"] = []

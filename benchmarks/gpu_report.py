@@ -79,6 +79,9 @@ def _e2e_lines(run: dict) -> list[str]:
     lines = []
     if "skipped" in run or "error" in run:
         lines.append(f"  {run.get('skipped') or run.get('error')}"[:400])
+    if run.get("cuda_mps"):
+        mps = run["cuda_mps"]
+        lines.append(f"  CUDA MPS: {mps['note'] or 'off'}; servers {mps['servers']}")
     for point in run.get("python_client", []):
         lines.append(f"  python client c={point['concurrency']:<3} {point['throughput']:8.1f} req/s "
                      f"p50 {point['p50_ms'] or float('nan'):7.1f} ms p95 {point['p95_ms'] or float('nan'):7.1f} ms"

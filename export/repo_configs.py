@@ -223,8 +223,8 @@ def with_override(config: ServingConfig, override: str) -> ServingConfig:
 def fused_gpu_model(config: ServingConfig, ensemble: ModelSpec) -> ModelSpec:
     """The gpu config of a ``gpu_fused`` ensemble (encoder -> embedder): one torch_gpu model running both steps
     (serving.torch_serving.FusedRunner), so the codes stay on the GPU and one CUDA context, queue and batch serve
-    both. It takes the encoder's inputs, batching, instances and gpu parameters, the ensemble's gpu queue delay
-    where set, the embedder's outputs, and reads both steps' version folders (ENCODER_DIR, EMBEDDER_DIR)."""
+    both. It takes the encoder's inputs, batching and gpu parameters, the ensemble's gpu instances and its gpu queue
+    delay where set, the embedder's outputs, and reads both steps' version folders (ENCODER_DIR, EMBEDDER_DIR)."""
     names = [step.model for step in ensemble.steps]
     known = {model.name: model for model in config.models}
     if ensemble.kind != "ensemble" or len(names) != 2 or not all(name in known for name in names):
@@ -240,7 +240,7 @@ def fused_gpu_model(config: ServingConfig, ensemble: ModelSpec) -> ModelSpec:
                              f"{'first' if side == 'inputs' else 'last'} step's: {[tensor.name for tensor in step]}")
     delay = head.gpu_queue_delay_microseconds if ensemble.gpu_queue_delay_microseconds is None else ensemble.gpu_queue_delay_microseconds
     return dataclasses.replace(
-        head, name=ensemble.name, outputs=tail.outputs, gpu_queue_delay_microseconds=delay,
+        head, name=ensemble.name, outputs=tail.outputs, gpu=ensemble.gpu, gpu_queue_delay_microseconds=delay,
         gpu_parameters={**head.gpu_parameters, "ENCODER_DIR": f"{head.name}/1", "EMBEDDER_DIR": f"{tail.name}/1",
                         "N_QUANTIZERS": str(codes.dims[0])})
 

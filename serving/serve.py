@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python-env", type=Path, default=None,
                         help=f"virtual environment the Python-backend models run in (default: this interpreter's, {sys.prefix})")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="seconds (default: %(default)s)")
+    parser.add_argument("--cuda-mps", choices=("auto", "on", "off"), default="auto",
+                        help="a CUDA MPS daemon of the server's own for its GPU models' processes; auto: where the "
+                             "served configs put a model on the GPU (default: %(default)s)")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra tritonserver argument, e.g. --server-arg=--model-control-mode=explicit (repeatable)")
 
@@ -42,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
         log_path=args.log_file,
         startup_timeout_s=args.startup_timeout,
         python_env=args.python_env,
+        cuda_mps={"auto": None, "on": True, "off": False}[args.cuda_mps],
     )
     # Ctrl-C, and a service manager's SIGTERM, shut the server down cleanly (SIGINT too where a
     # non-interactive parent started us with it ignored).
@@ -59,6 +63,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"HTTP     http://{server.http_url}")
     print(f"gRPC     {server.grpc_url}")
     print(f"metrics  {server.metrics_url}")
+    if server.cuda_mps_note:
+        print(f"gpu      {server.cuda_mps_note}")
     try:
         models = server.repository_index()
     except urllib.error.HTTPError as error:  # e.g. --http-restricted-api=model-repository:...

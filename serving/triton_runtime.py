@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from common.paths import REPO_ROOT
+from serving.cuda_mps import CudaMps, CudaMpsUnavailable
 
 DEFAULT_BACKEND_DIR = REPO_ROOT / ".triton" / "backends"
 # The embedded configs' EXECUTION_ENV_PATH (written by export/repo_configs.py). The Python backend resolves a
@@ -187,6 +188,17 @@ def _die_with_parent() -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def serves_on_gpu(repository: Path, config_name: str | None) -> bool:
+    """Whether a model's config as tritonserver will pick it (``configs/<name>.pbtxt`` where present, else
+    ``config.pbtxt``) asks for a GPU instance."""
+    for model in sorted(path for path in repository.iterdir() if path.is_dir()):
+        named = model / "configs" / f"{config_name}.pbtxt"
+        config = named if config_name and named.is_file() else model / "config.pbtxt"
+        if config.is_file() and "KIND_GPU" in config.read_text(encoding="utf-8"):
+            return True
+    return False
+
+
 class EmbeddedTriton:
     """A tritonserver child process on a model repository; a context manager that waits for readiness."""
 
@@ -204,6 +216,7 @@ class EmbeddedTriton:
         exit_timeout_s: int = 10,
         backend_directory: str | Path = DEFAULT_BACKEND_DIR,
         python_env: str | Path | None = None,
+        cuda_mps: bool | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         if not self.model_repository.is_dir():
@@ -220,6 +233,12 @@ class EmbeddedTriton:
         self.backend_directory = Path(backend_directory)
         # The backend stubs' environment: this interpreter's unless given (e.g. one with other NumPy).
         self.python_env = Path(python_env) if python_env else Path(sys.prefix)
+        # A private CUDA MPS daemon for the GPU processes of this server (serving.cuda_mps): None starts one where
+        # the served configs put a model on the GPU; where the machine cannot run one, the server starts without
+        # it and cuda_mps_note says why.
+        self.cuda_mps = cuda_mps
+        self.cuda_mps_note = ""
+        self._mps: CudaMps | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -258,24 +277,40 @@ class EmbeddedTriton:
         work_dir = link_python_env(self.python_env)
         assemble_backends(install, self.backend_directory)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self._process = subprocess.Popen(
-                self.command(install),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=server_environment(install),
-                # EXECUTION_ENV_PATH resolves here; the stub also puts this folder (nothing but the link) on sys.path.
-                cwd=work_dir,
-                # Its own session: a terminal's Ctrl-C reaches only us, and stop() shuts it down once.
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        env = server_environment(install)
+        if self.cuda_mps or (self.cuda_mps is None and serves_on_gpu(self.model_repository, self.model_config_name)):
+            env.update(self._start_mps())
         try:
+            with open(self.log_path, "wb") as log:
+                self._process = subprocess.Popen(
+                    self.command(install),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    # EXECUTION_ENV_PATH resolves here; the stub also puts this folder (nothing but the link) on sys.path.
+                    cwd=work_dir,
+                    # Its own session: a terminal's Ctrl-C reaches only us, and stop() shuts it down once.
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_mps(self) -> dict[str, str]:
+        try:
+            self._mps = CudaMps().start()
+        except CudaMpsUnavailable as error:
+            self.cuda_mps_note = f"CUDA MPS unavailable, the GPU processes time-slice the GPU: {error}"
+            return {}
+        self.cuda_mps_note = f"CUDA MPS daemon at {self._mps.folder}"
+        return self._mps.environment
+
+    def cuda_mps_servers(self) -> list[str] | None:
+        """The MPS servers of this server's daemon (None without one): non-empty once a GPU model has loaded."""
+        return None if self._mps is None else self._mps.servers()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -322,16 +357,21 @@ class EmbeddedTriton:
     def stop(self) -> int | None:
         """Graceful shutdown (SIGINT: Triton drains requests and unloads models), SIGKILL if that hangs."""
         process = self._process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(self.exit_timeout_s + 20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        try:
+            if process is None:
+                return None
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(self.exit_timeout_s + 20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            return process.returncode
+        finally:
+            if self._mps is not None:
+                self._mps.stop()
+                self._mps = None
 
     def __enter__(self) -> EmbeddedTriton:
         return self.start()

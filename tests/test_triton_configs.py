@@ -121,6 +121,12 @@ def test_window_embedder_is_an_ensemble_except_on_the_gpu_where_one_model_runs_b
     assert fused.backend == "torch_gpu" and fused.max_batch_size == config.model("moss_encoder").max_batch_size
     assert [t.name for t in fused.input] == ["WAVEFORM", "LENGTHS"] and [t.name for t in fused.output] == ["EMBEDDING"]
     assert fused.dynamic_batching.max_queue_delay_microseconds == config.model("window_embedder").gpu_queue_delay_microseconds
+    # its instances are the ensemble's (the encoder's own gpu config keeps its own)
+    assert [(group.kind, group.count) for group in fused.instance_group] == [
+        (mc.ModelInstanceGroup.Kind.Value(config.model("window_embedder").gpu.kind), config.model("window_embedder").gpu.count)]
+    three = repo_configs.render_repository(repo_configs.with_override(config, "window_embedder.gpu.count=3"))
+    assert text_format.Parse(three[Path("window_embedder", "configs", "gpu.pbtxt")], mc.ModelConfig()).instance_group[0].count == 3
+    assert three[Path("moss_encoder", "configs", "gpu.pbtxt")] == files[Path("moss_encoder", "configs", "gpu.pbtxt")]
     assert {key: fused.parameters[key].string_value for key in ("ENCODER_DIR", "EMBEDDER_DIR", "N_QUANTIZERS")} == {
         "ENCODER_DIR": "moss_encoder/1", "EMBEDDER_DIR": "token_embedder/1", "N_QUANTIZERS": "8"}
     two_steps = repo_configs.render_repository(repo_configs.with_override(config, "window_embedder.gpu_fused=false"))
