@@ -28,6 +28,7 @@ from benchmarks.gpu_common import cuda_time, log
 from benchmarks.gpu_e2e import section_e2e
 from benchmarks.gpu_encoder import section_encoder, section_profile
 from benchmarks.gpu_report import plot, table
+from serving.cuda_mps import CUDA_MPS_CHOICES
 from benchmarks.gpu_topk import section_topk
 
 SECTIONS = ("env", "encoder", "profile", "topk", "e2e")
@@ -99,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'twostep:window_embedder.gpu_fused=false' serves the encoder and the embedder as two models); repeatable")
     parser.add_argument("--e2e-override", action="append", default=[], metavar="MODEL.FIELD=VALUE",
                         help="a model field changed for every e2e run, the base included (e.g. '*.gpu.kind=KIND_CPU'); repeatable")
-    parser.add_argument("--e2e-cuda-mps", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--e2e-cuda-mps", choices=tuple(CUDA_MPS_CHOICES), default="auto",
                         help="the server's own CUDA MPS daemon (serving/cuda_mps.py); auto: on for the gpu configs")
     parser.add_argument("--perf-concurrency", default="1,16", help="perf_analyzer concurrency levels")
     parser.add_argument("--skip-perf-analyzer", action="store_true")

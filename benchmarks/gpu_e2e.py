@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks.gpu_common import ints, log, test_clips
+from serving.cuda_mps import CUDA_MPS_CHOICES
 
 
 def _export_embedder(model, path: Path, n_quantizers: int) -> None:
@@ -286,7 +287,7 @@ def e2e_run(args: argparse.Namespace, work: Path, overrides: list[str], audio: l
     log(f"e2e repository at {repository} in {section['setup_s']:.1f} s; starting tritonserver ...")
     server = EmbeddedTriton(repository, model_config_name="gpu", startup_timeout_s=args.e2e_startup_timeout,
                             log_path=work / "tritonserver.log", python_env=args.python_env,
-                            cuda_mps={"auto": None, "on": True, "off": False}[args.e2e_cuda_mps],
+                            cuda_mps=CUDA_MPS_CHOICES[args.e2e_cuda_mps],
                             extra_args=["--cuda-memory-pool-byte-size=0:268435456",
                                         # a batch of 32 10-s windows is 31 MB: start the stubs' shared memory large
                                         "--backend-config=python,shm-default-byte-size=134217728"])

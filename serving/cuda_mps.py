@@ -11,6 +11,9 @@ import tempfile
 from pathlib import Path
 
 CONTROL = "nvidia-cuda-mps-control"
+# The CLIs' --cuda-mps choices -> EmbeddedTriton(cuda_mps=...): auto (None) starts a daemon where the served configs
+# put a model on the GPU.
+CUDA_MPS_CHOICES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 
 
 class CudaMpsUnavailable(RuntimeError):

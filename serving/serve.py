@@ -9,6 +9,7 @@ from pathlib import Path
 from types import FrameType
 
 from common.paths import DEFAULT_REPOSITORY, REPO_ROOT
+from serving.cuda_mps import CUDA_MPS_CHOICES
 from serving.triton_runtime import EmbeddedTriton, TritonNotInstalled, TritonStartError
 
 
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python-env", type=Path, default=None,
                         help=f"virtual environment the Python-backend models run in (default: this interpreter's, {sys.prefix})")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="seconds (default: %(default)s)")
-    parser.add_argument("--cuda-mps", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--cuda-mps", choices=tuple(CUDA_MPS_CHOICES), default="auto",
                         help="a CUDA MPS daemon of the server's own for its GPU models' processes; auto: where the "
                              "served configs put a model on the GPU (default: %(default)s)")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
@@ -45,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         log_path=args.log_file,
         startup_timeout_s=args.startup_timeout,
         python_env=args.python_env,
-        cuda_mps={"auto": None, "on": True, "off": False}[args.cuda_mps],
+        cuda_mps=CUDA_MPS_CHOICES[args.cuda_mps],
     )
     # Ctrl-C, and a service manager's SIGTERM, shut the server down cleanly (SIGINT too where a
     # non-interactive parent started us with it ignored).

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from common.paths import DEFAULT_REPOSITORY
 from serving.cuda_mps import CONTROL, CudaMps, CudaMpsUnavailable
@@ -48,15 +49,7 @@ def test_a_server_asked_for_mps_starts_without_it_and_says_why(tmp_path: Path) -
         assert server.cuda_mps_servers() is None
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-@pytest.mark.skipif(not (HAS_MPS and _cuda()), reason="needs CUDA and CUDA MPS")
+@pytest.mark.skipif(not (HAS_MPS and torch.cuda.is_available()), reason="needs CUDA and CUDA MPS")
 def test_a_cuda_client_of_the_private_daemon_runs_under_mps() -> None:
     mps = CudaMps().start()
     try:
